@@ -76,12 +76,16 @@ export async function main(argv: string[], io: { stdout: NodeJS.WritableStream; 
     }
     const n = parsed.positionals.length;
     if ((cmd.minArgs !== undefined && n < cmd.minArgs) || (cmd.maxArgs !== undefined && n > cmd.maxArgs)) {
+      const plural = (k: number) => `${k} argument${k === 1 ? '' : 's'}`;
+      const min = cmd.minArgs ?? 0;
       const want =
-        cmd.minArgs === cmd.maxArgs
-          ? `exactly ${cmd.minArgs} argument${cmd.minArgs === 1 ? '' : 's'}`
-          : cmd.maxArgs === undefined
-            ? `at least ${cmd.minArgs} argument${cmd.minArgs === 1 ? '' : 's'}`
-            : `at most ${cmd.maxArgs} argument${cmd.maxArgs === 1 ? '' : 's'}`;
+        cmd.maxArgs === undefined
+          ? `at least ${plural(min)}`
+          : min === cmd.maxArgs
+            ? `exactly ${plural(min)}`
+            : min === 0
+              ? `at most ${plural(cmd.maxArgs)}`
+              : `at least ${min} and at most ${plural(cmd.maxArgs)}`;
       throw new UsageError(`"tsbuild ${cmd.name}" requires ${want}.`);
     }
     return await cmd.run(parsed, ctx);
