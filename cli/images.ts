@@ -1,5 +1,6 @@
 // Image commands: import, images, tag, rmi, inspect, history, prune.
 import { createInterface } from 'node:readline';
+import path from 'node:path';
 import { str, bool, list, type ParsedArgs } from './args.js';
 import { out, type Command, type Context } from './command.js';
 import { formatRows, humanSize, renderTemplate, since, table } from './format.js';
@@ -41,7 +42,7 @@ const importCmd: Command = {
       tags: name ? [name] : [],
       config,
       message: str(a, 'message'),
-      sourceName: src,
+      sourceName: src === "-" ? "-" : path.basename(src),
       sourceDateEpoch: sde,
       os,
       architecture,
