@@ -1,0 +1,100 @@
+// Stage 2: init. Started by the intermediate after it unshared the pid (and
+// UTS, IPC, net) namespaces, so this Node process is PID 1 of the container.
+// It builds the container's world and then execve's the user's program, which
+// thereby *becomes* PID 1: no Node process stays behind inside the container.
+//
+//   node init.js <spec.json>        fd 3: status pipe to the intermediate
+//
+// Order, and why:
+//  1. PR_SET_PDEATHSIG first: if the intermediate dies, nobody would wait for
+//     us or report our exit; better to die with it.
+//  2. Rootfs (rootfs.ts has its own ordering notes): our own mount namespace,
+//     overlay, pivot_root, then /proc, /dev, /sys and the bind mounts, all
+//     resolved inside the new root.
+//  3. Hostname and `lo`: we are already in the new UTS/net namespaces.
+//  4. User, HOME, working directory and the program's path are looked up
+//     *inside* the container (its /etc/passwd, its $PATH), so after pivot_root.
+//     The working dir is created as root (Docker does), before dropping privileges.
+//  5. setsid(): the container gets its own session, with no controlling
+//     terminal, so a ^C at the user's terminal reaches only `tsbuild run`,
+//     which forwards it once (the container is not in the terminal's
+//     foreground process group and so does not get it twice).
+//  6. Drop privileges (groups, gid, uid: in that order, each needs the one
+//     before to still be root); re-arm PDEATHSIG, which a credential change clears.
+//  7. Hand over the fds: Node marks fds 0-2 close-on-exec at startup, so clear
+//     that; the status fd keeps it, so a successful execve closes it and the
+//     intermediate reads EOF = "exec succeeded".
+//  8. Reset signal dispositions and mask (Node ignores SIGPIPE; SIG_IGN survives execve) and the umask.
+//  9. execve. On failure, report 126/127 with Docker's message over the status fd.
+//
+// Only synchronous fs calls here: async ones run on libuv threadpool threads,
+// which stay in the mount namespace and root we are leaving.
+import fs from 'node:fs';
+import { enterRootfs, mountSpecialFilesystems } from './rootfs.js';
+import { execError, lookPath, resolveUser, StageError } from './exec.js';
+import { STATUS_FD, type InitSpec, type StatusMessage } from './spec.js';
+import { execve, interfaceUp, prctl, PR_SET_PDEATHSIG, resetSignals, setCloexec, sethostname, setsid } from './syscalls.js';
+
+const SIGKILL = 9;
+
+function send(msg: StatusMessage): void {
+  try {
+    fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n');
+  } catch {
+    /* the intermediate is gone; nothing to tell */
+  }
+}
+
+function main(): never {
+  const specPath = process.argv[2];
+  if (!specPath) throw new StageError('init: no spec given', 125);
+  const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
+  setCloexec(STATUS_FD);
+
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  process.umask(0o022);
+
+  const binds = enterRootfs(spec);
+  mountSpecialFilesystems(binds);
+
+  sethostname(spec.hostname);
+  if (spec.network === 'none') interfaceUp('lo');
+
+  const user = resolveUser(spec.process.user);
+  const env = [...spec.process.env];
+  if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
+  const cwd = spec.process.cwd || '/';
+  fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
+  const file = lookPath(spec.process.args[0] ?? '', env);
+  process.chdir(cwd);
+
+  setsid();
+  process.setgroups!(user.groups);
+  process.setgid!(user.gid);
+  process.setuid!(user.uid);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+  for (const fd of [0, 1, 2]) {
+    try {
+      setCloexec(fd, false);
+    } catch {
+      /* fd not open: the program gets it closed, as it would from any parent */
+    }
+  }
+  resetSignals();
+
+  try {
+    execve(file, spec.process.args, env);
+  } catch (e) {
+    throw execError(spec.process.args[0] ?? file, e as NodeJS.ErrnoException);
+  }
+}
+
+try {
+  main();
+} catch (e) {
+  const err = e as Error;
+  const code = e instanceof StageError ? e.code : 125;
+  send({ type: 'error', code, message: err.message });
+  process.exit(code);
+}

@@ -1,0 +1,294 @@
+// Stage 0: `tsbuild run` on the host side. Everything that needs the store
+// happens here, in the host's namespaces, before any namespace exists:
+//
+//   tsbuild run (stage 0, this file)
+//     resolve image -> snapshots -> container dir, config.json, spec.json,
+//     /etc files -> spawn the intermediate -> forward signals -> record state
+//     -> exit code (--rm: remove the container)
+//   └─ node intermediate.js (stage 1, host pid ns)     unshare(NEWPID|NEWUTS|NEWIPC|NEWNET)
+//       └─ node init.js (stage 2, PID 1 in the new ns)  unshare(NEWNS), overlay, pivot_root,
+//            /proc /dev /sys, hostname, user -> execve(user's program): now PID 1 *is* the program
+//
+// Exit code, as `docker run`: the program's own; 128+N if a signal N killed
+// it; 126 cannot execute; 127 not found; 125 when tsbuild itself failed.
+import { spawn } from 'node:child_process';
+import { promises as fsp, constants as fsConstants } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { writeJsonAtomic } from '../image/atomic.js';
+import { resolveImage } from '../image/images.js';
+import { ensureSnapshots } from '../image/snapshots.js';
+import type { Store } from '../image/store.js';
+import { processConfig, ConfigError } from './config.js';
+import {
+  containerDir,
+  createContainer,
+  newContainerId,
+  procStartTime,
+  randomName,
+  readContainerState,
+  removeContainer,
+  writeContainerState,
+  type ContainerConfig,
+} from './container.js';
+import { stageScript } from './stages.js';
+import { STATUS_FD, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
+import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
+
+export interface RunOptions {
+  image: string;
+  /** CLI args after the image (replace CMD). */
+  args: string[];
+  name?: string;
+  env?: string[];
+  workdir?: string;
+  hostname?: string;
+  entrypoint?: string;
+  user?: string;
+  network?: NetworkMode;
+  rm?: boolean;
+  /** Where tsbuild's own messages go (the container's stdio is always inherited). */
+  stderr?: NodeJS.WritableStream;
+}
+
+/** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
+export class RunError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+/** 128+N for a signal name, as shells and Docker report it. */
+export function signalExitCode(signal: string): number {
+  const n = (os.constants.signals as Record<string, number>)[signal];
+  return 128 + (n ?? 0);
+}
+
+async function etcFiles(dir: string, hostname: string, network: NetworkMode): Promise<{ hostname: string; hosts: string; resolvConf: string }> {
+  const files = { hostname: path.join(dir, 'hostname'), hosts: path.join(dir, 'hosts'), resolvConf: path.join(dir, 'resolv.conf') };
+  await fsp.writeFile(files.hostname, `${hostname}\n`, { mode: 0o644 });
+  let hosts: string;
+  if (network === 'host') {
+    hosts = await fsp.readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1\tlocalhost\n');
+  } else {
+    hosts = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', 'fe00::0\tip6-localnet', 'ff00::0\tip6-mcastprefix', 'ff02::1\tip6-allnodes', 'ff02::2\tip6-allrouters', ''].join('\n');
+  }
+  await fsp.writeFile(files.hosts, hosts, { mode: 0o644 });
+  // The host's resolv.conf, as Docker copies it (a later slice filters loopback
+  // nameservers for bridge networks, where they do not work).
+  const resolv = await fsp.readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+  await fsp.writeFile(files.resolvConf, resolv, { mode: 0o644 });
+  return files;
+}
+
+/**
+ * Runs a container in the foreground and returns its exit code. Throws
+ * RunError (exitCode 125/126/127) when the program could not be started.
+ */
+export async function runContainer(store: Store, opts: RunOptions): Promise<number> {
+  const stderr = opts.stderr ?? process.stderr;
+  const network = opts.network ?? 'none';
+  let image;
+  try {
+    image = await resolveImage(store, opts.image);
+  } catch (e) {
+    throw new RunError(`Unable to find image '${opts.image}' locally: ${(e as Error).message}`, 125);
+  }
+  const id = newContainerId();
+  const hostname = opts.hostname ?? (network === 'host' ? os.hostname() : id.slice(0, 12));
+  let proc;
+  try {
+    proc = processConfig(image.config.config ?? {}, {
+      args: opts.args,
+      entrypoint: opts.entrypoint,
+      env: opts.env ?? [],
+      workdir: opts.workdir,
+      user: opts.user,
+      hostname,
+      hostEnv: process.env,
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) throw new RunError(e.message, 125);
+    throw e;
+  }
+  const snapshots = await ensureSnapshots(store, image);
+
+  const name = opts.name ?? randomName();
+  const config: ContainerConfig = {
+    Id: id,
+    Name: name,
+    Image: image.id,
+    ImageName: opts.image,
+    Created: new Date().toISOString(),
+    Path: proc.args[0]!,
+    Args: proc.args.slice(1),
+    Config: {
+      Hostname: hostname,
+      User: proc.user,
+      Env: proc.env,
+      Cmd: proc.cmd.length ? proc.cmd : null,
+      Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
+      WorkingDir: proc.cwd,
+    },
+    HostConfig: { AutoRemove: !!opts.rm, NetworkMode: network },
+  };
+  let dir: string;
+  try {
+    dir = await createContainer(store, config);
+  } catch (e) {
+    throw new RunError((e as Error).message, 125);
+  }
+
+  try {
+    const rel = (p: string) => path.relative(store.root, p);
+    for (const d of ['upper', 'work', 'rootfs']) await fsp.mkdir(path.join(dir, d), { mode: 0o755 });
+    let lowers = snapshots.map(rel).reverse();
+    if (lowers.length === 0) {
+      // An image with no layers (FROM scratch + metadata): overlay needs one lower.
+      await fsp.mkdir(path.join(dir, 'empty'), { mode: 0o755 });
+      lowers = [rel(path.join(dir, 'empty'))];
+    }
+    const etc = await etcFiles(dir, hostname, network);
+    const spec: InitSpec = {
+      version: 1,
+      id,
+      storeRoot: store.root,
+      lowerDirs: lowers,
+      upperDir: rel(path.join(dir, 'upper')),
+      workDir: rel(path.join(dir, 'work')),
+      rootfs: rel(path.join(dir, 'rootfs')),
+      hostname,
+      network,
+      namespaces: CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (network === 'none' ? CLONE_NEWNET : 0),
+      binds: [
+        { source: etc.hostname, target: '/etc/hostname', readonly: false },
+        { source: etc.hosts, target: '/etc/hosts', readonly: false },
+        { source: etc.resolvConf, target: '/etc/resolv.conf', readonly: false },
+      ],
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user },
+    };
+    await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
+    return await start(store, id, dir, stderr);
+  } finally {
+    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+  }
+}
+
+/** Spawns the intermediate, forwards signals, records state; returns the exit code. */
+async function start(store: Store, id: string, dir: string, stderr: NodeJS.WritableStream): Promise<number> {
+  await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
+  const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+  });
+  let pid = 0;
+  let pending: NodeJS.Signals[] = [];
+  const forward = (sig: NodeJS.Signals) => {
+    if (!pid) {
+      pending.push(sig);
+      return;
+    }
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* already exited */
+    }
+  };
+  const handlers = FORWARDED_SIGNALS.map((sig) => {
+    const h = () => forward(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+
+  let error: { code: number; message: string } | undefined;
+  let exit: { code: number | null; signal: string | null } | undefined;
+  let stateWrite: Promise<void> = Promise.resolve();
+  const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
+    stateWrite = stateWrite.then(async () => {
+      const s = await readContainerState(store.root, id);
+      if (!s) return;
+      fn(s);
+      await writeContainerState(store.root, id, s);
+    });
+  };
+
+  const done = new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve(code));
+  });
+  let buf = '';
+  const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
+  status.setEncoding('utf8');
+  status.on('data', (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) !== -1) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let msg: StatusMessage;
+      try {
+        msg = JSON.parse(line) as StatusMessage;
+      } catch {
+        continue;
+      }
+      if (msg.type === 'pid') {
+        pid = msg.pid;
+        const startTime = procStartTime(pid) ?? 0;
+        updateState((s) => {
+          s.Pid = msg.pid;
+          s.PidStartTime = startTime;
+        });
+        for (const sig of pending.splice(0)) forward(sig);
+      } else if (msg.type === 'exec') {
+        updateState((s) => {
+          s.Status = 'running';
+          s.Running = true;
+          s.StartedAt = new Date().toISOString();
+        });
+      } else if (msg.type === 'error') {
+        error = { code: msg.code, message: msg.message };
+      } else if (msg.type === 'exit') {
+        exit = { code: msg.code, signal: msg.signal };
+      }
+    }
+  });
+
+  let intermediateCode: number | null;
+  try {
+    intermediateCode = await done;
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+    pending = [];
+  }
+
+  let code: number;
+  let message = '';
+  if (error) {
+    code = error.code;
+    message = error.message;
+  } else if (exit) {
+    code = exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125);
+  } else {
+    code = 125;
+    message = `container runtime failed (intermediate exited with ${intermediateCode})`;
+  }
+  updateState((s) => {
+    s.Status = 'exited';
+    s.Running = false;
+    s.Pid = 0;
+    s.PidStartTime = 0;
+    s.ExitCode = code;
+    s.Error = message;
+    s.FinishedAt = new Date().toISOString();
+  });
+  await stateWrite;
+  if (message) {
+    void stderr;
+    throw new RunError(message, code);
+  }
+  return code;
+}

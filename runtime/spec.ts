@@ -1,0 +1,52 @@
+// What the host side (stage 0) hands to the container stages, and what they
+// report back. The spec travels as a JSON file in the container's state dir
+// whose path is the only argument of the intermediate and init stages (our
+// own Node processes); it never appears in the user's program's argv or env.
+//
+// Status protocol: newline-delimited JSON on fd 3 of each stage. init writes to
+// the intermediate, the intermediate relays to the host. init's fd 3 is
+// close-on-exec, so a successful execve of the user's program shows up as EOF
+// without an "error" message before it.
+
+export const STATUS_FD = 3;
+
+export type NetworkMode = 'none' | 'host';
+
+export interface BindSpec {
+  /** Host path (opened before pivot_root). */
+  source: string;
+  /** Path inside the container. */
+  target: string;
+  readonly: boolean;
+}
+
+export interface InitSpec {
+  version: 1;
+  id: string;
+  /** Absolute store root; the stage chdirs here so overlay paths stay short. */
+  storeRoot: string;
+  /** Relative to storeRoot. Top-most first, as overlay's lowerdir wants them. */
+  lowerDirs: string[];
+  upperDir: string;
+  workDir: string;
+  /** Mount point of the container's root (relative to storeRoot). */
+  rootfs: string;
+  hostname: string;
+  network: NetworkMode;
+  /** CLONE_NEW* flags the intermediate unshares (everything but the mount namespace, see intermediate.ts). */
+  namespaces: number;
+  binds: BindSpec[];
+  process: {
+    args: string[];
+    env: string[];
+    cwd: string;
+    /** Docker's --user syntax: "", "name", "uid", "name:group", "uid:gid". */
+    user: string;
+  };
+}
+
+export type StatusMessage =
+  | { type: 'pid'; pid: number }
+  | { type: 'exec' }
+  | { type: 'error'; code: number; message: string }
+  | { type: 'exit'; code: number | null; signal: string | null };
