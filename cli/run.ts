@@ -37,7 +37,6 @@ const run: Command = {
         entrypoint: str(args, 'entrypoint'),
         user: str(args, 'user'),
         network: network as NetworkMode,
-        stderr: ctx.stderr,
       });
     } catch (e) {
       if (e instanceof RunError) throw new ExitError(e.message, e.exitCode);

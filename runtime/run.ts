@@ -47,8 +47,6 @@ export interface RunOptions {
   user?: string;
   network?: NetworkMode;
   rm?: boolean;
-  /** Where tsbuild's own messages go (the container's stdio is always inherited). */
-  stderr?: NodeJS.WritableStream;
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -87,11 +85,11 @@ async function etcFiles(dir: string, hostname: string, network: NetworkMode): Pr
 }
 
 /**
- * Runs a container in the foreground and returns its exit code. Throws
+ * Runs a container in the foreground (stdin/stdout/stderr inherited) and
+ * returns its exit code. Throws
  * RunError (exitCode 125/126/127) when the program could not be started.
  */
 export async function runContainer(store: Store, opts: RunOptions): Promise<number> {
-  const stderr = opts.stderr ?? process.stderr;
   const network = opts.network ?? 'none';
   let image;
   try {
@@ -173,14 +171,14 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
       process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user },
     };
     await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
-    return await start(store, id, dir, stderr);
+    return await start(store, id, dir);
   } finally {
     if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
   }
 }
 
 /** Spawns the intermediate, forwards signals, records state; returns the exit code. */
-async function start(store: Store, id: string, dir: string, stderr: NodeJS.WritableStream): Promise<number> {
+async function start(store: Store, id: string, dir: string): Promise<number> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
@@ -287,7 +285,6 @@ async function start(store: Store, id: string, dir: string, stderr: NodeJS.Writa
   });
   await stateWrite;
   if (message) {
-    void stderr;
     throw new RunError(message, code);
   }
   return code;
