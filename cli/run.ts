@@ -19,6 +19,8 @@ const run: Command = {
     { name: 'hostname', short: 'h', type: 'string', description: 'Container host name', arg: 'string' },
     { name: 'entrypoint', type: 'string', description: 'Overwrite the default ENTRYPOINT of the image', arg: 'string' },
     { name: 'user', short: 'u', type: 'string', description: 'Username or UID (format: <name|uid>[:<group|gid>])', arg: 'string' },
+    { name: 'cap-add', type: 'list', description: 'Add Linux capabilities', arg: 'list' },
+    { name: 'cap-drop', type: 'list', description: 'Drop Linux capabilities', arg: 'list' },
     { name: 'network', type: 'string', description: 'Connect a container to a network (none, host)', arg: 'network', default: 'none' },
   ],
   async run(args, ctx) {
@@ -37,6 +39,8 @@ const run: Command = {
         entrypoint: str(args, 'entrypoint'),
         user: str(args, 'user'),
         network: network as NetworkMode,
+        capAdd: list(args, 'cap-add'),
+        capDrop: list(args, 'cap-drop'),
       });
     } catch (e) {
       if (e instanceof RunError) throw new ExitError(e.message, e.exitCode);

@@ -42,6 +42,8 @@ export interface ContainerConfig {
   HostConfig: {
     AutoRemove: boolean;
     NetworkMode: NetworkMode;
+    CapAdd: string[];
+    CapDrop: string[];
   };
 }
 

@@ -19,8 +19,10 @@
 //     terminal, so a ^C at the user's terminal reaches only `tsbuild run`,
 //     which forwards it once (the container is not in the terminal's
 //     foreground process group and so does not get it twice).
-//  6. Drop privileges (groups, gid, uid: in that order, each needs the one
-//     before to still be root); re-arm PDEATHSIG, which a credential change clears.
+//  6. Drop privileges: the bounding set first (needs CAP_SETPCAP), then groups,
+//     gid, uid (in that order, each needs the one before to still be root),
+//     then the capability sets for uid 0 (capabilities.ts); re-arm
+//     PDEATHSIG, which a credential change clears.
 //  7. Hand over the fds: Node marks fds 0-2 close-on-exec at startup, so clear
 //     that; the status fd keeps it, so a successful execve closes it and the
 //     intermediate reads EOF = "exec succeeded".
@@ -30,6 +32,7 @@
 // Only synchronous fs calls here: async ones run on libuv threadpool threads,
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
+import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, type InitSpec, type StatusMessage } from './spec.js';
@@ -69,9 +72,12 @@ function main(): never {
   process.chdir(cwd);
 
   setsid();
+  const caps = capMask(spec.process.capabilities);
+  dropBoundingSet(caps);
   process.setgroups!(user.groups);
   process.setgid!(user.gid);
   process.setuid!(user.uid);
+  if (user.uid === 0) setCapabilities(caps);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
 
   for (const fd of [0, 1, 2]) {

@@ -19,6 +19,7 @@ import { writeJsonAtomic } from '../image/atomic.js';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import type { Store } from '../image/store.js';
+import { effectiveCapNames } from './capabilities.js';
 import { processConfig, ConfigError } from './config.js';
 import {
   containerDir,
@@ -47,6 +48,9 @@ export interface RunOptions {
   user?: string;
   network?: NetworkMode;
   rm?: boolean;
+  /** --cap-add / --cap-drop over Docker's default set. */
+  capAdd?: string[];
+  capDrop?: string[];
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -114,6 +118,12 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
     if (e instanceof ConfigError) throw new RunError(e.message, 125);
     throw e;
   }
+  let capabilities: string[];
+  try {
+    capabilities = effectiveCapNames(opts.capAdd, opts.capDrop);
+  } catch (e) {
+    throw new RunError((e as Error).message, 125);
+  }
   const snapshots = await ensureSnapshots(store, image);
 
   const name = opts.name ?? randomName();
@@ -133,7 +143,7 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
       Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
       WorkingDir: proc.cwd,
     },
-    HostConfig: { AutoRemove: !!opts.rm, NetworkMode: network },
+    HostConfig: { AutoRemove: !!opts.rm, NetworkMode: network, CapAdd: opts.capAdd ?? [], CapDrop: opts.capDrop ?? [] },
   };
   let dir: string;
   try {
@@ -168,7 +178,7 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
         { source: etc.hosts, target: '/etc/hosts', readonly: false },
         { source: etc.resolvConf, target: '/etc/resolv.conf', readonly: false },
       ],
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
     };
     await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
     return await start(store, id, dir);

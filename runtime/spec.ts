@@ -42,6 +42,8 @@ export interface InitSpec {
     cwd: string;
     /** Docker's --user syntax: "", "name", "uid", "name:group", "uid:gid". */
     user: string;
+    /** Capability names (CAP_*) the program keeps: bounding set, and effective/permitted for uid 0. */
+    capabilities: string[];
   };
 }
 

@@ -44,6 +44,8 @@ export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
 
 export const PR_SET_PDEATHSIG = 1;
+export const PR_CAPBSET_READ = 23;
+export const PR_CAPBSET_DROP = 24;
 export const PR_SET_NO_NEW_PRIVS = 38;
 
 export const F_SETFD = 2;
@@ -81,6 +83,7 @@ const _socket = libc.func('int socket(int domain, int type, int protocol)');
 const _ioctl = libc.func('int ioctl(int fd, unsigned long request, ...)');
 const _close = libc.func('int close(int fd)');
 const _getpid = libc.func('int getpid()');
+const _capset = libc.func('int capset(void *header, void *data)');
 
 // ---- wrappers ------------------------------------------------------------------
 
@@ -153,8 +156,27 @@ export function execve(file: string, argv: string[], envp: string[]): never {
   throw errnoError('execve', file);
 }
 
-export function prctl(option: number, arg2 = 0): void {
-  if (_prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0) !== 0) throw errnoError('prctl');
+/** prctl(2); returns its (non-negative) result. */
+export function prctl(option: number, arg2 = 0): number {
+  const r = _prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0);
+  if (r < 0) throw errnoError('prctl');
+  return r;
+}
+
+/** capset(2) for the calling thread with 64-bit masks (_LINUX_CAPABILITY_VERSION_3). */
+export function capset(effective: bigint, permitted: bigint, inheritable: bigint): void {
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(0x20080522, 0);
+  const data = Buffer.alloc(24);
+  const lo = (m: bigint) => Number(m & 0xffffffffn);
+  const hi = (m: bigint) => Number((m >> 32n) & 0xffffffffn);
+  data.writeUInt32LE(lo(effective), 0);
+  data.writeUInt32LE(lo(permitted), 4);
+  data.writeUInt32LE(lo(inheritable), 8);
+  data.writeUInt32LE(hi(effective), 12);
+  data.writeUInt32LE(hi(permitted), 16);
+  data.writeUInt32LE(hi(inheritable), 20);
+  if (_capset(header, data) !== 0) throw errnoError('capset');
 }
 
 /**

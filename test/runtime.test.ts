@@ -15,6 +15,7 @@ import { ensureSnapshots } from '../image/snapshots.js';
 import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
 import { commandLine, mergeEnv, processConfig, DEFAULT_PATH } from '../runtime/config.js';
 import { runContainer, RunError } from '../runtime/run.js';
+import { capMask, effectiveCapNames } from '../runtime/capabilities.js';
 import { listContainerIds, procStartTime } from '../runtime/container.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -243,6 +244,20 @@ describe('run: the container', () => {
     expect((await tsbuild(['run', '--rm', '-u', '1234:5678', 'busybox', 'sh', '-c', 'id -u; id -g'])).stdout).toBe('1234\n5678\n');
   });
 
+  it("gives root Docker's default capabilities; --cap-add/--cap-drop change them; a non-root user gets none", async () => {
+    const caps = (out: string, k: string) => new Map([...out.matchAll(/^Cap(\w+):\s+([0-9a-f]+)$/gm)].map((m) => [m[1]!, m[2]!])).get(k);
+    const root = await run('sh', '-c', 'grep ^Cap /proc/self/status; hostname x 2>&1; mount -t tmpfs none /tmp 2>&1; echo mount=$?');
+    for (const k of ['Prm', 'Eff', 'Bnd']) expect(caps(root.stdout, k)).toBe('00000000a80425fb');
+    expect(caps(root.stdout, 'Inh')).toBe('0000000000000000');
+    expect(root.stdout).toContain('Operation not permitted');
+    expect(root.stdout).not.toContain('mount=0');
+    const user = await tsbuild(['run', '--rm', '-u', 'nobody', 'busybox', 'grep', '^Cap', '/proc/self/status']);
+    expect(caps(user.stdout, 'Eff')).toBe('0000000000000000');
+    expect(caps(user.stdout, 'Bnd')).toBe('00000000a80425fb');
+    expect((await tsbuild(['run', '--rm', '--cap-add', 'SYS_ADMIN', 'busybox', 'sh', '-c', 'hostname renamed && hostname'])).stdout).toBe('renamed\n');
+    expect((await tsbuild(['run', '--rm', '--cap-drop', 'all', 'busybox', 'chown', '1', '/tmp'])).code).not.toBe(0);
+  });
+
   it('does not let SIGPIPE stay ignored (Node ignores it) in the program', async () => {
     expect((await run('grep', '-E', '^Sig(Ign|Blk)', '/proc/self/status')).stdout).toMatch(/^SigBlk:\s+0+\nSigIgn:\s+0+\n$/);
     const r = await run('sh', '-c', 'yes | head -1');
@@ -296,6 +311,14 @@ describe('run: rootfs and cleanup', () => {
 });
 
 describe('process config (Docker rules)', () => {
+  it('computes capabilities like --cap-add/--cap-drop', () => {
+    expect(capMask(effectiveCapNames())).toBe(0xa80425fbn);
+    expect(effectiveCapNames(['net_admin'], ['CAP_CHOWN', 'mknod'])).toContain('CAP_NET_ADMIN');
+    expect(effectiveCapNames([], ['CAP_CHOWN'])).not.toContain('CAP_CHOWN');
+    expect(effectiveCapNames(['CHOWN'], ['ALL'])).toEqual(['CAP_CHOWN']);
+    expect(() => effectiveCapNames(['NOPE'])).toThrow('unknown capability');
+  });
+
   it('combines ENTRYPOINT and CMD', () => {
     expect(commandLine({ Entrypoint: ['ep'], Cmd: ['c1'] }, { args: [] })).toEqual({ entrypoint: ['ep'], cmd: ['c1'] });
     expect(commandLine({ Entrypoint: ['ep'], Cmd: ['c1'] }, { args: ['x'] })).toEqual({ entrypoint: ['ep'], cmd: ['x'] });
