@@ -8,8 +8,9 @@ import { ExitError, type Command, type Context } from './command.js';
 import { Store, resolveRoot } from '../image/store.js';
 import { imageCommands } from './images.js';
 import { archiveCommands } from './archive.js';
+import { runCommands } from './run.js';
 
-const commands: Command[] = [...imageCommands, ...archiveCommands];
+const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands];
 
 const globalFlags: FlagSpec[] = [
   { name: 'root', type: 'string', description: 'Root of tsbuild state (default /var/lib/tsbuild, or $TSBUILD_ROOT)', arg: 'dir' },

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run demo`: the main job end to end on a built-in default.
 # Today (foundation): make a deterministic busybox base image from Debian's
-# busybox-static, import it, inspect it, save it, load it into a fresh store.
+# busybox-static, import it, inspect it, run a container from it, save it,
+# load it into a fresh store.
 # It grows as the runtime, builder and registry client land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,8 @@ step "tsbuild import" $TSBUILD --root "$work/root" import --change 'CMD ["sh"]' 
 step "tsbuild images" $TSBUILD --root "$work/root" images
 step "tsbuild inspect" $TSBUILD --root "$work/root" inspect --format '{{.Id}} cmd={{json .Config.Cmd}} layers={{json .RootFS.Layers}}' busybox
 step "tsbuild history" $TSBUILD --root "$work/root" history busybox
+step "tsbuild run --rm (namespaces + overlay over the snapshots)" $TSBUILD --root "$work/root" run --rm --hostname demo busybox sh -c 'echo "hello from $(hostname), pid $$, $(cat /etc/os-release | grep PRETTY)"; touch /written-in-container'
+step "the image is unchanged by the container" bash -c "! $TSBUILD --root '$work/root' run --rm busybox test -e /written-in-container"
 step "tsbuild save (docker-archive)" $TSBUILD --root "$work/root" save -o "$work/busybox-image.tar" busybox:latest
 step "tsbuild load into a fresh store" $TSBUILD --root "$work/root2" load -i "$work/busybox-image.tar"
 step "same image ID in the fresh store" bash -c "a=\$($TSBUILD --root '$work/root' images -q --no-trunc busybox); b=\$($TSBUILD --root '$work/root2' images -q --no-trunc busybox); echo \"\$a\"; [ -n \"\$a\" ] && [ \"\$a\" = \"\$b\" ]"
