@@ -866,18 +866,23 @@ async function readDockerArchive(store: Store, src: LayoutSource): Promise<Pendi
   return out;
 }
 
+/** Decompresses a gzip layer file and checks it against the config's diff_id. */
+async function verifyGzipDiffId(file: string, diffId: Digest, what: string): Promise<void> {
+  let got: Digest;
+  try {
+    got = await diffIdOf(file, 'gzip');
+  } catch (e) {
+    throw new ArchiveError(`${what}: cannot decompress the layer: ${(e as Error).message}`);
+  }
+  if (got !== diffId) throw new ArchiveError(`${what}: content does not match the config's diff_id: expected ${diffId}, got ${got}`);
+}
+
 /** Stores a Docker archive layer as gzip, checking its diff_id on the way. */
 async function ingestDockerLayer(store: Store, file: string, diffId: Digest, what: string): Promise<Descriptor> {
   const compression = await sniff(file);
   if (compression === 'zstd') throw new ArchiveError(`${what}: zstd-compressed layers are not supported`);
   if (compression === 'gzip') {
-    let got: Digest;
-    try {
-      got = await diffIdOf(file, 'gzip');
-    } catch (e) {
-      throw new ArchiveError(`${what}: cannot decompress the layer: ${(e as Error).message}`);
-    }
-    if (got !== diffId) throw new ArchiveError(`${what}: content does not match the config's diff_id: expected ${diffId}, got ${got}`);
+    await verifyGzipDiffId(file, diffId, what);
     const blob = await store.ingest(createReadStream(file));
     return { mediaType: OCI_LAYER_GZIP, digest: blob.digest, size: blob.size };
   }
@@ -1000,13 +1005,7 @@ async function ingestOciLayer(store: Store, src: LayoutSource, l: Descriptor, di
   const st = await fsp.stat(file);
   if (st.size !== l.size) throw new ArchiveError(`${what}: blob has ${st.size} bytes, but the manifest says ${l.size}`);
   if (compression === 'gzip') {
-    let got: Digest;
-    try {
-      got = await diffIdOf(file, 'gzip');
-    } catch (e) {
-      throw new ArchiveError(`${what}: cannot decompress the layer: ${(e as Error).message}`);
-    }
-    if (got !== diffId) throw new ArchiveError(`${what}: content does not match the config's diff_id: expected ${diffId}, got ${got}`);
+    await verifyGzipDiffId(file, diffId, what);
   } else if (compression === 'none' && d !== diffId) {
     throw new ArchiveError(`${what}: uncompressed layer digest ${d} differs from the config's diff_id ${diffId}`);
   }
