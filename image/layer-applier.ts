@@ -217,7 +217,6 @@ function paxInt(v: Buffer, key: string): number {
 }
 
 class TarReader {
-  private globalPax = new Map<string, Buffer>();
   constructor(private readonly src: ByteSource) {}
 
   /** Next real entry (metadata headers folded in), or null at the end-of-archive marker. */
@@ -249,13 +248,13 @@ class TarReader {
         const body = await this.src.readExact(size, 'an extended header');
         await this.src.skip(pad(size), 'an extended header');
         if (flag === 'x') pax = new Map([...(pax ?? []), ...parsePax(body)]);
-        else if (flag === 'g') this.globalPax = new Map([...this.globalPax, ...parsePax(body)]);
+        else if (flag === 'g') parsePax(body); // validated, then ignored — as Docker and Go's archive/tar do
         else if (flag === 'L') longName = cstring(body, 0, body.length);
         else longLink = cstring(body, 0, body.length);
         continue;
       }
 
-      const merged = new Map([...this.globalPax, ...(pax ?? [])]);
+      const merged = pax ?? new Map<string, Buffer>();
       let linkname = cstring(hdr, 157, 100);
       if (longName !== undefined) name = longName;
       if (longLink !== undefined) linkname = longLink;

@@ -313,6 +313,28 @@ describe('hostile layers', () => {
     expect(fs.readlinkSync(path.join(s.target, 'ln'))).toBe(`${s.outside}/victim`);
   });
 
+  it('rewriting a hardlinked name replaces the link; the other name keeps its content', async () => {
+    const s = setup();
+    const tar = await makeTar([
+      { header: { name: 'orig' }, body: 'original' },
+      { header: { name: 'h', type: 'link', linkname: 'orig' } },
+      { header: { name: 'h' }, body: 'pwned' },
+    ]);
+    expect(await run(s, tar)).toBeUndefined();
+    expect(fs.readFileSync(path.join(s.target, 'orig'), 'utf8')).toBe('original');
+    expect(fs.readFileSync(path.join(s.target, 'h'), 'utf8')).toBe('pwned');
+  });
+
+  it('global PAX headers cannot rename entries', async () => {
+    const s = setup();
+    const pack = await makeTar([{ header: { name: 'inside' }, body: 'x' }]);
+    // A global header ('g') whose path points outside, in front of the archive.
+    const g = await makeTar([{ header: { name: 'g', pax: { path: `${s.up}/victim` } }, body: '' }]);
+    const withGlobal = Buffer.concat([patchTypeflag(g.subarray(0, 512), 0, 'g'), g.subarray(512, 1024), pack]);
+    expect(await run(s, withGlobal)).toBeUndefined();
+    expect(fs.readFileSync(path.join(s.target, 'inside'), 'utf8')).toBe('x');
+  });
+
   it('truncated archives are rejected, wherever they are cut', async () => {
     const s = setup();
     const tar = await makeTar([
