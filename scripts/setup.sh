@@ -24,10 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm packages, when missing or older than the lockfile.
+# npm packages, when missing or older than the lockfile. `npm install`, not
+# `npm ci`: the lockfile npm writes here lists only the optional platform
+# binaries (rollup's) that the registry served, and `npm ci` refuses such a
+# lock as "out of sync"; `npm install` still installs the locked versions.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 # Build when any source is newer than the last build.
