@@ -9,8 +9,9 @@ import { Store, resolveRoot } from '../image/store.js';
 import { imageCommands } from './images.js';
 import { archiveCommands } from './archive.js';
 import { runCommands } from './run.js';
+import { containerCommands } from './containers.js';
 
-const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands];
+const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands];
 
 const globalFlags: FlagSpec[] = [
   { name: 'root', type: 'string', description: 'Root of tsbuild state (default /var/lib/tsbuild, or $TSBUILD_ROOT)', arg: 'dir' },

@@ -1,7 +1,8 @@
 // `run` and `rm`: thin wrappers over runtime/.
 import { bool, list, str, UsageError } from './args.js';
 import { ExitError, out, type Command } from './command.js';
-import { RunError, runContainer } from '../runtime/run.js';
+import { RunError, runContainer, runDetached, type RunOptions } from '../runtime/run.js';
+import { parseBytes, type Resources } from '../runtime/cgroups.js';
 import { findContainer, removeContainer } from '../runtime/container.js';
 import type { NetworkMode } from '../runtime/spec.js';
 
@@ -13,6 +14,13 @@ const run: Command = {
   minArgs: 1,
   flags: [
     { name: 'rm', type: 'bool', description: 'Automatically remove the container when it exits' },
+    { name: 'detach', short: 'd', type: 'bool', description: 'Run container in background and print container ID' },
+    { name: 'memory', short: 'm', type: 'string', description: 'Memory limit', arg: 'bytes' },
+    { name: 'memory-swap', type: 'string', description: "Swap limit equal to memory plus swap: '-1' to enable unlimited swap", arg: 'bytes' },
+    { name: 'cpus', type: 'string', description: 'Number of CPUs', arg: 'decimal' },
+    { name: 'cpu-shares', short: 'c', type: 'string', description: 'CPU shares (relative weight)', arg: 'int' },
+    { name: 'cpuset-cpus', type: 'string', description: 'CPUs in which to allow execution (0-3, 0,1)', arg: 'string' },
+    { name: 'pids-limit', type: 'string', description: 'Tune container pids limit (set -1 for unlimited)', arg: 'int' },
     { name: 'name', type: 'string', description: 'Assign a name to the container', arg: 'string' },
     { name: 'env', short: 'e', type: 'list', description: 'Set environment variables', arg: 'list' },
     { name: 'workdir', short: 'w', type: 'string', description: 'Working directory inside the container', arg: 'string' },
@@ -27,8 +35,9 @@ const run: Command = {
     const network = str(args, 'network') ?? 'none';
     if (network !== 'none' && network !== 'host') throw new UsageError(`network "${network}" is not supported yet (use none or host)`);
     const [image, ...cmd] = args.positionals;
+    const resources = parseResources(args);
     try {
-      return await runContainer(await ctx.store(), {
+      const opts: RunOptions = {
         image: image!,
         args: cmd,
         rm: bool(args, 'rm'),
@@ -41,13 +50,56 @@ const run: Command = {
         network: network as NetworkMode,
         capAdd: list(args, 'cap-add'),
         capDrop: list(args, 'cap-drop'),
-      });
+        resources,
+      };
+      if (bool(args, 'detach')) {
+        out(ctx, await runDetached(await ctx.store(), opts));
+        return 0;
+      }
+      return await runContainer(await ctx.store(), opts);
     } catch (e) {
       if (e instanceof RunError) throw new ExitError(e.message, e.exitCode);
       throw new ExitError((e as Error).message, 125);
     }
   },
 };
+
+function parseResources(args: Parameters<Command['run']>[0]): Resources {
+  const r: Resources = {};
+  const num = (flag: string, v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new UsageError(`invalid argument "${v}" for "--${flag}" flag`);
+    return n;
+  };
+  const bytes = (flag: string, v: string): number => {
+    if (v === '-1') return -1;
+    try {
+      return parseBytes(v);
+    } catch {
+      throw new UsageError(`invalid argument "${v}" for "--${flag}" flag: invalid size: '${v}'`);
+    }
+  };
+  const m = str(args, 'memory');
+  if (m !== undefined) {
+    r.memory = bytes('memory', m);
+    if (r.memory < 6 * 1024 * 1024) throw new UsageError('Minimum memory limit allowed is 6MB');
+  }
+  const sw = str(args, 'memory-swap');
+  if (sw !== undefined) {
+    if (r.memory === undefined) throw new UsageError('You should always set the Memory limit when using Memoryswap limit, see usage.');
+    r.memorySwap = bytes('memory-swap', sw);
+    if (r.memorySwap >= 0 && r.memorySwap < r.memory) throw new UsageError('Minimum memoryswap limit should be larger than memory limit, see usage.');
+  }
+  const cpus = str(args, 'cpus');
+  if (cpus !== undefined) r.cpus = num('cpus', cpus);
+  const shares = str(args, 'cpu-shares');
+  if (shares !== undefined) r.cpuShares = num('cpu-shares', shares);
+  const cpuset = str(args, 'cpuset-cpus');
+  if (cpuset !== undefined) r.cpusetCpus = cpuset;
+  const pids = str(args, 'pids-limit');
+  if (pids !== undefined) r.pidsLimit = num('pids-limit', pids);
+  return r;
+}
 
 const rm: Command = {
   name: 'rm',

@@ -18,6 +18,7 @@ import type { Store } from '../image/store.js';
 import type { Digest } from '../image/digest.js';
 import { umount2, MNT_DETACH } from './syscalls.js';
 import type { NetworkMode } from './spec.js';
+import { removeCgroups, type CgroupPaths } from './cgroups.js';
 
 export type ContainerStatus = 'created' | 'running' | 'exited';
 
@@ -38,13 +39,26 @@ export interface ContainerConfig {
     Cmd: string[] | null;
     Entrypoint: string[] | null;
     WorkingDir: string;
+    /** The image's STOPSIGNAL (`stop` sends it, default SIGTERM). */
+    StopSignal?: string;
   };
   HostConfig: {
     AutoRemove: boolean;
     NetworkMode: NetworkMode;
     CapAdd: string[];
     CapDrop: string[];
+    /** Bytes (0 unlimited), as Docker's HostConfig. */
+    Memory?: number;
+    MemorySwap?: number;
+    NanoCpus?: number;
+    CpuShares?: number;
+    CpusetCpus?: string;
+    PidsLimit?: number;
   };
+  /** -d: stdout/stderr in json-file lines (logs.ts). */
+  LogPath?: string;
+  /** The container's cgroup dirs (cgroups.ts), recorded so `rm` can remove them from any process. */
+  Cgroup?: CgroupPaths;
 }
 
 export interface ContainerState {
@@ -57,6 +71,11 @@ export interface ContainerState {
   Error: string;
   StartedAt: string;
   FinishedAt: string;
+  /** The kernel OOM-killed a process of the container's cgroup. */
+  OOMKilled?: boolean;
+  /** The process that waits for the exit and records it (the monitor for -d, `tsbuild run` itself otherwise). */
+  MonitorPid?: number;
+  MonitorStartTime?: number;
 }
 
 export function containersDir(root: string): string {
@@ -162,6 +181,14 @@ export function isRunning(state: ContainerState | undefined): boolean {
   return procStartTime(state.Pid) === state.PidStartTime;
 }
 
+/** Whether the process that records the container's exit is still there (pid + start time). */
+export function monitorAlive(state: ContainerState | undefined): boolean {
+  if (!state || !state.MonitorPid) return false;
+  return procStartTime(state.MonitorPid) === state.MonitorStartTime;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** Finds a container by full id, unique id prefix or name. */
 export async function findContainer(root: string, ref: string): Promise<string> {
   const ids = await listContainerIds(root);
@@ -199,7 +226,7 @@ export function mountsUnder(dir: string): string[] {
  * last process; anything still mounted below the dir in ours (it should not
  * be) is detached first, so rm -rf never walks into a mounted tree.
  */
-export async function removeContainer(root: string, id: string, opts: { force?: boolean } = {}): Promise<void> {
+export async function removeContainer(root: string, id: string, opts: { force?: boolean; self?: boolean } = {}): Promise<void> {
   const state = await readContainerState(root, id);
   if (isRunning(state)) {
     if (!opts.force) throw new Error(`cannot remove container ${id.slice(0, 12)}: container is running: stop the container before removing or force remove`);
@@ -208,8 +235,14 @@ export async function removeContainer(root: string, id: string, opts: { force?: 
     } catch {
       /* already gone */
     }
-    for (let i = 0; i < 100 && procStartTime(state!.Pid) === state!.PidStartTime; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && procStartTime(state!.Pid) === state!.PidStartTime; i++) await sleep(20);
   }
+  // Let the monitor finish recording the exit (and removing the cgroup) before the dir goes.
+  if (!opts.self && state?.MonitorPid !== process.pid) {
+    for (let i = 0; i < 250 && monitorAlive(state); i++) await sleep(20);
+  }
+  const config = await readContainerConfig(root, id).catch(() => undefined);
+  await removeCgroups(config?.Cgroup);
   const dir = containerDir(root, id);
   for (const m of mountsUnder(dir)) {
     try {
@@ -218,5 +251,5 @@ export async function removeContainer(root: string, id: string, opts: { force?: 
       /* raced with its namespace going away */
     }
   }
-  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.rm(dir, { recursive: true, force: true, maxRetries: 5 });
 }

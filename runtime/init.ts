@@ -57,6 +57,18 @@ function main(): never {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   process.umask(0o022);
 
+  // Join the container's cgroups first: still in the host's mount namespace
+  // (the /sys/fs/cgroup paths are valid), and in program order before the
+  // execve, so nothing of the user's program ever runs outside them. "0" means
+  // the writing process, whatever pid namespace it is in. See cgroups.ts.
+  for (const procs of spec.cgroupProcs ?? []) {
+    try {
+      fs.writeFileSync(procs, '0');
+    } catch (e) {
+      throw new StageError(`joining cgroup ${procs}: ${(e as Error).message}`, 125);
+    }
+  }
+
   const binds = enterRootfs(spec);
   mountSpecialFilesystems(binds);
 

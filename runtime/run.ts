@@ -27,12 +27,15 @@ import {
   newContainerId,
   procStartTime,
   randomName,
+  readContainerConfig,
   readContainerState,
   removeContainer,
   writeContainerState,
   type ContainerConfig,
 } from './container.js';
 import { stageScript } from './stages.js';
+import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resources } from './cgroups.js';
+import { JsonLogWriter } from './logs.js';
 import { STATUS_FD, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
 import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
 
@@ -51,6 +54,8 @@ export interface RunOptions {
   /** --cap-add / --cap-drop over Docker's default set. */
   capAdd?: string[];
   capDrop?: string[];
+  /** -m, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit. */
+  resources?: Resources;
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -94,6 +99,68 @@ async function etcFiles(dir: string, hostname: string, network: NetworkMode): Pr
  * RunError (exitCode 125/126/127) when the program could not be started.
  */
 export async function runContainer(store: Store, opts: RunOptions): Promise<number> {
+  const { id, dir } = await prepareContainer(store, opts);
+  try {
+    const r = await superviseContainer(store.root, id, dir, { foreground: true });
+    if (r.message) throw new RunError(r.message, r.code);
+    return r.code;
+  } finally {
+    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+  }
+}
+
+/**
+ * `run -d`: starts the container under a monitor process of its own
+ * (monitor.ts), detached from the caller, and returns the container id once
+ * the program has been exec'd. Throws RunError (125/126/127) as runContainer.
+ */
+export async function runDetached(store: Store, opts: RunOptions): Promise<string> {
+  const { id, dir } = await prepareContainer(store, opts);
+  try {
+    await spawnMonitor(store.root, id, dir);
+  } catch (e) {
+    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    throw e;
+  }
+  return id;
+}
+
+async function spawnMonitor(root: string, id: string, dir: string): Promise<void> {
+  await fsp.access(stageScript('monitor'), fsConstants.R_OK);
+  const errFd = await fsp.open(path.join(dir, 'monitor.log'), 'a', 0o600);
+  // detached: a session and process group of its own, so the terminal's ^C or
+  // hangup, or the CLI's exit, never reach it.
+  const child = spawn(process.execPath, [stageScript('monitor'), root, id], {
+    detached: true,
+    stdio: ['ignore', 'ignore', errFd.fd, 'pipe'],
+  });
+  await errFd.close();
+  const report = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy(): void };
+  const msg = await new Promise<StatusMessage | undefined>((resolve) => {
+    let buf = '';
+    report.setEncoding('utf8');
+    report.on('data', (c: string) => {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl !== -1) {
+        try {
+          resolve(JSON.parse(buf.slice(0, nl)) as StatusMessage);
+        } catch {
+          resolve(undefined);
+        }
+      }
+    });
+    report.on('end', () => resolve(undefined));
+    report.on('error', () => resolve(undefined));
+    child.on('error', () => resolve(undefined));
+  });
+  report.destroy();
+  child.unref();
+  if (!msg) throw new RunError(`container monitor failed to start (see ${path.join(dir, 'monitor.log')})`, 125);
+  if (msg.type === 'error') throw new RunError(msg.message, msg.code);
+}
+
+async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: string; dir: string }> {
   const network = opts.network ?? 'none';
   let image;
   try {
@@ -127,6 +194,10 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
   const snapshots = await ensureSnapshots(store, image);
 
   const name = opts.name ?? randomName();
+  const r = opts.resources ?? {};
+  const wantsLimits = Object.values(r).some((v) => v !== undefined);
+  const cgroup = cgroupPathsFor(id);
+  if (!cgroup && wantsLimits) throw new RunError('resource limits need cgroups, and none were found under /sys/fs/cgroup', 125);
   const config: ContainerConfig = {
     Id: id,
     Name: name,
@@ -142,8 +213,22 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
       Cmd: proc.cmd.length ? proc.cmd : null,
       Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
       WorkingDir: proc.cwd,
+      ...(image.config.config?.StopSignal ? { StopSignal: image.config.config.StopSignal } : {}),
     },
-    HostConfig: { AutoRemove: !!opts.rm, NetworkMode: network, CapAdd: opts.capAdd ?? [], CapDrop: opts.capDrop ?? [] },
+    HostConfig: {
+      AutoRemove: !!opts.rm,
+      NetworkMode: network,
+      CapAdd: opts.capAdd ?? [],
+      CapDrop: opts.capDrop ?? [],
+      Memory: r.memory ?? 0,
+      MemorySwap: r.memorySwap ?? (r.memory ? r.memory * 2 : 0),
+      NanoCpus: r.cpus ? Math.round(r.cpus * 1e9) : 0,
+      CpuShares: r.cpuShares ?? 0,
+      CpusetCpus: r.cpusetCpus ?? '',
+      PidsLimit: r.pidsLimit ?? 0,
+    },
+    LogPath: path.join(containerDir(store.root, id), `${id}-json.log`),
+    ...(cgroup ? { Cgroup: cgroup } : {}),
   };
   let dir: string;
   try {
@@ -153,6 +238,16 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
   }
 
   try {
+    let cgroupProcs: string[] = [];
+    if (cgroup) {
+      try {
+        cgroupProcs = createCgroups(cgroup, r);
+      } catch (e) {
+        // Without limits asked for, a container can run without its own cgroup (e.g. no write access to them).
+        if (wantsLimits) throw new RunError((e as Error).message, 125);
+        await removeCgroups(cgroup).catch(() => {});
+      }
+    }
     const rel = (p: string) => path.relative(store.root, p);
     for (const d of ['upper', 'work', 'rootfs']) await fsp.mkdir(path.join(dir, d), { mode: 0o755 });
     let lowers = snapshots.map(rel).reverse();
@@ -179,20 +274,45 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
         { source: etc.resolvConf, target: '/etc/resolv.conf', readonly: false },
       ],
       process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
+      cgroupProcs,
     };
     await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
-    return await start(store, id, dir);
-  } finally {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+  } catch (e) {
+    await removeContainer(store.root, id, { force: true }).catch(() => {});
+    throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
   }
+  return { id, dir };
 }
 
-/** Spawns the intermediate, forwards signals, records state; returns the exit code. */
-async function start(store: Store, id: string, dir: string): Promise<number> {
+export type SuperviseMode =
+  /** `tsbuild run`: stdio inherited, terminal signals forwarded to the container. */
+  | { foreground: true }
+  /** The monitor of `run -d`: stdout/stderr into a json-file log; onStarted once exec'd (or failed). */
+  | { foreground?: false; logPath: string; onStarted(error?: { code: number; message: string }): void };
+
+/**
+ * Spawns the intermediate, records the container's state as it goes
+ * (pid + start time, running, exit code, OOMKilled), removes its cgroup
+ * after the exit; returns the exit code and, when the program could not be
+ * started, the message.
+ */
+export async function superviseContainer(root: string, id: string, dir: string, mode: SuperviseMode): Promise<{ code: number; message: string }> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
+  const config = await readContainerConfig(root, id);
   const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
-    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    stdio: mode.foreground ? ['inherit', 'inherit', 'inherit', 'pipe'] : ['ignore', 'pipe', 'pipe', 'pipe'],
   });
+  const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
+  if (log) {
+    child.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
+    child.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
+  }
+  let startedReported = false;
+  const reportStarted = (err?: { code: number; message: string }) => {
+    if (mode.foreground || startedReported) return;
+    startedReported = true;
+    mode.onStarted(err);
+  };
   let pid = 0;
   let pending: NodeJS.Signals[] = [];
   const forward = (sig: NodeJS.Signals) => {
@@ -206,7 +326,7 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
       /* already exited */
     }
   };
-  const handlers = FORWARDED_SIGNALS.map((sig) => {
+  const handlers = (mode.foreground ? FORWARDED_SIGNALS : []).map((sig) => {
     const h = () => forward(sig);
     process.on(sig, h);
     return [sig, h] as const;
@@ -217,10 +337,12 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
   let stateWrite: Promise<void> = Promise.resolve();
   const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
     stateWrite = stateWrite.then(async () => {
-      const s = await readContainerState(store.root, id);
+      const s = await readContainerState(root, id);
       if (!s) return;
       fn(s);
-      await writeContainerState(store.root, id, s);
+      await writeContainerState(root, id, s).catch(() => {
+        /* removed under us (rm -f) */
+      });
     });
   };
 
@@ -249,6 +371,8 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
         updateState((s) => {
           s.Pid = msg.pid;
           s.PidStartTime = startTime;
+          s.MonitorPid = process.pid;
+          s.MonitorStartTime = procStartTime(process.pid) ?? 0;
         });
         for (const sig of pending.splice(0)) forward(sig);
       } else if (msg.type === 'exec') {
@@ -257,8 +381,10 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
           s.Running = true;
           s.StartedAt = new Date().toISOString();
         });
+        void stateWrite.then(() => reportStarted());
       } else if (msg.type === 'error') {
         error = { code: msg.code, message: msg.message };
+        reportStarted(error);
       } else if (msg.type === 'exit') {
         exit = { code: msg.code, signal: msg.signal };
       }
@@ -273,6 +399,7 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
     pending = [];
   }
 
+  await log?.close();
   let code: number;
   let message = '';
   if (error) {
@@ -284,7 +411,12 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
     code = 125;
     message = `container runtime failed (intermediate exited with ${intermediateCode})`;
   }
+  reportStarted(message ? { code, message } : undefined);
+  // Read the OOM count before the cgroup goes; the SIGKILL itself gave 137.
+  const oomKilled = oomKillCount(config.Cgroup) > 0;
+  await removeCgroups(config.Cgroup).catch(() => {});
   updateState((s) => {
+    s.OOMKilled = oomKilled;
     s.Status = 'exited';
     s.Running = false;
     s.Pid = 0;
@@ -294,8 +426,5 @@ async function start(store: Store, id: string, dir: string): Promise<number> {
     s.FinishedAt = new Date().toISOString();
   });
   await stateWrite;
-  if (message) {
-    throw new RunError(message, code);
-  }
-  return code;
+  return { code, message };
 }

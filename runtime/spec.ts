@@ -36,6 +36,8 @@ export interface InitSpec {
   /** CLONE_NEW* flags the intermediate unshares (everything but the mount namespace, see intermediate.ts). */
   namespaces: number;
   binds: BindSpec[];
+  /** cgroup.procs files init writes "0" (itself) into before anything else (cgroups.ts). */
+  cgroupProcs?: string[];
   process: {
     args: string[];
     env: string[];

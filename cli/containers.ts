@@ -1,0 +1,157 @@
+// `ps`, `logs`, `stop`, `kill`, `wait`: thin wrappers over runtime/lifecycle.ts and runtime/logs.ts.
+import { bool, str, UsageError } from './args.js';
+import { out, type Command } from './command.js';
+import { formatRows, humanDuration, since, table } from './format.js';
+import { findContainer, readContainerConfig } from '../runtime/container.js';
+import { getContainer, killContainer, listContainers, signalNumber, stopContainer, waitContainer, type ContainerInfo } from '../runtime/lifecycle.js';
+import { readLogs } from '../runtime/logs.js';
+
+function statusText(c: ContainerInfo): string {
+  if (c.status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(c.state.StartedAt))}`;
+  if (c.status === 'created') return 'Created';
+  return `Exited (${c.state.ExitCode}) ${since(c.state.FinishedAt)}`;
+}
+
+function commandText(c: ContainerInfo, noTrunc: boolean): string {
+  let cmd = [c.config.Path, ...c.config.Args].join(' ');
+  if (!noTrunc && cmd.length > 20) cmd = cmd.slice(0, 19) + '…';
+  return `"${cmd}"`;
+}
+
+const ps: Command = {
+  name: 'ps',
+  usage: 'ps [OPTIONS]',
+  description: 'List containers',
+  maxArgs: 0,
+  flags: [
+    { name: 'all', short: 'a', type: 'bool', description: 'Show all containers (default shows just running)' },
+    { name: 'quiet', short: 'q', type: 'bool', description: 'Only display container IDs' },
+    { name: 'no-trunc', type: 'bool', description: "Don't truncate output" },
+    { name: 'format', type: 'string', description: "Format output: 'table', 'json', or a template such as '{{.ID}} {{.Names}}'" },
+  ],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    const noTrunc = bool(a, 'no-trunc');
+    const all = (await listContainers(store.root)).filter((c) => bool(a, 'all') || c.status === 'running');
+    const rows = all.map((c) => ({
+      ID: noTrunc ? c.id : c.id.slice(0, 12),
+      Image: c.config.ImageName,
+      Command: commandText(c, noTrunc),
+      CreatedAt: c.config.Created,
+      RunningFor: since(c.config.Created),
+      Ports: '',
+      State: c.status,
+      Status: statusText(c),
+      Names: c.config.Name,
+    }));
+    if (bool(a, 'quiet')) {
+      for (const r of rows) out(ctx, r.ID);
+      return 0;
+    }
+    const format = str(a, 'format');
+    if (format && format !== 'table') {
+      const text = formatRows(format, rows, { ID: 'CONTAINER ID', Image: 'IMAGE', Command: 'COMMAND', RunningFor: 'CREATED', Status: 'STATUS', Ports: 'PORTS', Names: 'NAMES', State: 'STATE', CreatedAt: 'CREATED AT' });
+      if (text) out(ctx, text);
+      return 0;
+    }
+    out(ctx, table(['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', 'PORTS', 'NAMES'], rows.map((r) => [r.ID, r.Image, r.Command, r.RunningFor, r.Status, r.Ports, r.Names])));
+    return 0;
+  },
+};
+
+const logs: Command = {
+  name: 'logs',
+  usage: 'logs [OPTIONS] CONTAINER',
+  description: 'Fetch the logs of a container',
+  minArgs: 1,
+  maxArgs: 1,
+  flags: [
+    { name: 'follow', short: 'f', type: 'bool', description: 'Follow log output' },
+    { name: 'tail', short: 'n', type: 'string', description: 'Number of lines to show from the end of the logs', arg: 'string', default: 'all' },
+    { name: 'timestamps', short: 't', type: 'bool', description: 'Show timestamps' },
+  ],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    const id = await findContainer(store.root, a.positionals[0]!);
+    const config = await readContainerConfig(store.root, id);
+    const tailArg = str(a, 'tail') ?? 'all';
+    let tail: number | undefined;
+    if (tailArg !== 'all') {
+      tail = Number(tailArg);
+      if (!Number.isInteger(tail)) throw new UsageError(`invalid value for --tail: ${tailArg}`);
+      if (tail < 0) tail = undefined;
+    }
+    const ts = bool(a, 'timestamps');
+    if (!config.LogPath) return 0;
+    await readLogs(config.LogPath, {
+      tail,
+      follow: bool(a, 'follow'),
+      stillRunning: async () => (await getContainer(store.root, id))?.status === 'running',
+      onEntry: (e) => (e.stream === 'stderr' ? ctx.stderr : ctx.stdout).write(ts ? `${e.time} ${e.log}` : e.log),
+    });
+    return 0;
+  },
+};
+
+/** Runs fn for each CONTAINER argument, printing the name given on success, Docker's way. */
+async function each(ctx: Parameters<Command['run']>[1], refs: string[], fn: (ref: string) => Promise<string | void>): Promise<number> {
+  let failed = 0;
+  for (const ref of refs) {
+    try {
+      const line = await fn(ref);
+      out(ctx, line ?? ref);
+    } catch (e) {
+      ctx.stderr.write(`Error response from daemon: ${(e as Error).message}\n`);
+      failed++;
+    }
+  }
+  return failed ? 1 : 0;
+}
+
+const stop: Command = {
+  name: 'stop',
+  usage: 'stop [OPTIONS] CONTAINER [CONTAINER...]',
+  description: 'Stop one or more running containers',
+  minArgs: 1,
+  flags: [
+    { name: 'time', short: 't', type: 'string', description: 'Seconds to wait before killing the container', arg: 'int' },
+    { name: 'signal', short: 's', type: 'string', description: 'Signal to send to the container', arg: 'string' },
+  ],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    const t = str(a, 'time');
+    const secs = t === undefined ? 10 : Number(t);
+    if (!Number.isFinite(secs)) throw new UsageError(`invalid argument "${t}" for "-t, --time" flag`);
+    const sig = str(a, 'signal');
+    if (sig) signalNumber(sig);
+    return each(ctx, a.positionals, (ref) => stopContainer(store.root, ref, secs, sig));
+  },
+};
+
+const kill: Command = {
+  name: 'kill',
+  usage: 'kill [OPTIONS] CONTAINER [CONTAINER...]',
+  description: 'Kill one or more running containers',
+  minArgs: 1,
+  flags: [{ name: 'signal', short: 's', type: 'string', description: 'Signal to send to the container', arg: 'string', default: 'KILL' }],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    const sig = str(a, 'signal') ?? 'KILL';
+    signalNumber(sig);
+    return each(ctx, a.positionals, (ref) => killContainer(store.root, ref, sig));
+  },
+};
+
+const wait: Command = {
+  name: 'wait',
+  usage: 'wait CONTAINER [CONTAINER...]',
+  description: 'Block until one or more containers stop, then print their exit codes',
+  minArgs: 1,
+  flags: [],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    return each(ctx, a.positionals, async (ref) => String((await waitContainer(store.root, ref)).ExitCode));
+  },
+};
+
+export const containerCommands: Command[] = [ps, logs, stop, kill, wait];

@@ -1,0 +1,244 @@
+// Container lifecycle against the real kernel: `run -d` with its monitor, ps,
+// logs, stop, kill, wait, inspect, rm; cgroup limits (v1 here, detected).
+// Like runtime.test.ts, it compiles the project first (the stages are
+// separate Node processes) and drives the real CLI, dist/cli/main.js.
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TempDirs } from './helpers.js';
+import { Store } from '../image/store.js';
+import { importRootfs } from '../image/import.js';
+import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
+import { listContainerIds, readContainerConfig } from '../runtime/container.js';
+import { inspectContainer } from '../runtime/lifecycle.js';
+import { detectCgroupVersion, parseBytes, sharesToWeight, type CgroupPaths } from '../runtime/cgroups.js';
+import { parseLogLines } from '../runtime/logs.js';
+
+const repo = path.resolve(import.meta.dirname, '..');
+const dirs = new TempDirs();
+let root: string;
+const cli = path.join(repo, 'dist', 'cli', 'main.js');
+/** Every cgroup dir any container of this suite got (checked to be gone at the end). */
+const cgroupDirs = new Set<string>();
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function tsbuild(...args: string[]): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [cli, '--root', root, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: child.exitCode ?? (err as { code?: number } | null)?.code ?? -1, stdout, stderr });
+    });
+    child.stdin!.end();
+  });
+}
+
+async function remember(id: string): Promise<void> {
+  const c = await readContainerConfig(root, id).catch(() => undefined);
+  if (!c) return; // -d --rm that already exited and removed itself
+  for (const d of Object.values((c.Cgroup as CgroupPaths | undefined)?.dirs ?? {})) cgroupDirs.add(d);
+}
+
+/** `run -d ...`; returns the id it printed. */
+async function runD(...args: string[]): Promise<string> {
+  const r = await tsbuild('run', '-d', ...args);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  const id = r.stdout.trim();
+  expect(id).toMatch(/^[0-9a-f]{64}$/);
+  await remember(id);
+  return id;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Monitor processes of containers under our root (their argv holds the root). */
+function monitorsUnderRoot(): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (argv.some((a) => a.endsWith('monitor.js')) && argv.includes(root)) out.push(Number(p));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  try {
+    execFileSync(process.execPath, [path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', repo], { stdio: 'pipe' });
+  } catch {
+    // Type errors elsewhere in the tree (others' work in progress) still emit JS.
+  }
+  if (!existsSync(path.join(repo, 'dist', 'runtime', 'monitor.js'))) throw new Error('dist/runtime/monitor.js missing after tsc');
+  root = path.join(dirs.make('lifecycle'), 'root');
+  const store = await Store.open(root);
+  const tar = path.join(dirs.make('lifecycle-fixture'), 'busybox.tar');
+  await makeBusyboxRootfs(tar);
+  await importRootfs(store, tar, { tags: ['busybox:latest'], sourceName: 'test', config: { Cmd: ['sh'] } });
+});
+
+afterAll(async () => {
+  for (const id of await listContainerIds(root).catch(() => [])) await tsbuild('rm', '-f', id);
+  dirs.cleanup();
+});
+
+describe('run -d, ps, logs', () => {
+  it('prints the full id; ps shows the container Up; -q, --no-trunc, --format', async () => {
+    const id = await runD('--name', 'web', 'busybox', 'sh', '-c', 'echo hello; echo oops >&2; sleep 1000');
+    const ps = await tsbuild('ps');
+    const lines = ps.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^CONTAINER ID\s+IMAGE\s+COMMAND\s+CREATED\s+STATUS\s+PORTS\s+NAMES$/);
+    const row = lines.find((l) => l.startsWith(id.slice(0, 12)))!;
+    expect(row).toMatch(/busybox\s+"sh -c echo hello; e…"\s+.*ago\s+Up (Less than a second|\d+ seconds?)\s+web$/);
+    expect((await tsbuild('ps', '-q')).stdout.split('\n')).toContain(id.slice(0, 12));
+    expect((await tsbuild('ps', '-q', '--no-trunc')).stdout.split('\n')).toContain(id);
+    expect((await tsbuild('ps', '--format', '{{.ID}} {{.Names}} {{.Image}} {{.Command}}')).stdout).toContain(`${id.slice(0, 12)} web busybox "sh -c echo hello; e…"`);
+    const json = (await tsbuild('ps', '--format', 'json')).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(json.find((j) => j.Names === 'web')).toMatchObject({ ID: id.slice(0, 12), State: 'running', Image: 'busybox' });
+
+    // The monitor outlived the CLI that started it and records the container's pid.
+    expect(monitorsUnderRoot().length).toBeGreaterThan(0);
+    const info = (await inspectContainer(root, 'web')) as Record<string, any>;
+    expect(info).toMatchObject({ Id: id, Name: '/web', Path: 'sh', State: { Status: 'running', Running: true, OOMKilled: false }, Config: { Image: 'busybox' } });
+    expect(info.State.Pid).toBeGreaterThan(0);
+    // PID 1 is the program (busybox sh execs its last command: sleep), not node.
+    expect(['sh', 'sleep']).toContain(readFileSync(`/proc/${info.State.Pid}/cmdline`, 'utf8').split('\0')[0]);
+    expect(await inspectContainer(root, 'no-such')).toBeUndefined();
+
+    for (let i = 0; i < 50 && !(await tsbuild('logs', 'web')).stderr.includes('oops'); i++) await sleep(50);
+    const logs = await tsbuild('logs', 'web');
+    expect(logs).toMatchObject({ code: 0, stdout: 'hello\n', stderr: 'oops\n' });
+    expect((await tsbuild('logs', '-t', 'web')).stdout).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z hello\n$/);
+    const raw = parseLogLines(readFileSync(info.LogPath, 'utf8')).entries;
+    expect(raw.map((e) => [e.stream, e.log])).toEqual(expect.arrayContaining([['stdout', 'hello\n'], ['stderr', 'oops\n']]));
+
+    expect((await tsbuild('rm', 'web')).code).toBe(1); // running: refused without -f
+    expect((await tsbuild('ps', '-q', '--no-trunc')).stdout).toContain(id);
+  });
+
+  it('stop of `sleep 1000` (PID 1 ignores SIGTERM) SIGKILLs after -t; ps shows Exited (137); wait prints 137', async () => {
+    await runD('--name', 'sleeper', 'busybox', 'sleep', '1000');
+    const t0 = Date.now();
+    const r = await tsbuild('stop', '-t', '1', 'sleeper');
+    expect(r).toMatchObject({ code: 0, stdout: 'sleeper\n' });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    const ps = await tsbuild('ps', '-a', '--format', '{{.Names}}|{{.Status}}');
+    expect(ps.stdout).toMatch(/^sleeper\|Exited \(137\) (Less than a second|\d+ seconds?) ago$/m);
+    expect((await tsbuild('ps', '--format', '{{.Names}}')).stdout).not.toMatch(/^sleeper$/m);
+    expect((await tsbuild('wait', 'sleeper')).stdout).toBe('137\n');
+    expect(await inspectContainer(root, 'sleeper')).toMatchObject({ State: { Status: 'exited', Running: false, Pid: 0, ExitCode: 137 } });
+  });
+
+  it('stop sends SIGTERM first: a program that handles it exits with its own code', async () => {
+    await runD('--name', 'polite', 'busybox', 'sh', '-c', 'trap "exit 143" TERM; while :; do sleep 0.1; done');
+    const t0 = Date.now();
+    expect((await tsbuild('stop', 'polite')).code).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect((await tsbuild('wait', 'polite')).stdout).toBe('143\n');
+  });
+
+  it('wait returns the exit code; kill -s delivers the signal; logs -f follows until the exit; --tail', async () => {
+    await runD('--name', 'three', 'busybox', 'sh', '-c', 'echo a; echo b; sleep 0.5; echo c; exit 3');
+    const f = await tsbuild('logs', '-f', 'three');
+    expect(f.stdout).toBe('a\nb\nc\n');
+    expect((await tsbuild('wait', 'three')).stdout).toBe('3\n');
+    expect((await tsbuild('logs', '--tail', '1', 'three')).stdout).toBe('c\n');
+
+    await runD('--name', 'trapper', 'busybox', 'sh', '-c', 'trap "exit 7" USR1; while :; do sleep 0.1; done');
+    await sleep(300);
+    expect((await tsbuild('kill', '-s', 'USR1', 'trapper')).stdout).toBe('trapper\n');
+    expect((await tsbuild('wait', 'trapper')).stdout).toBe('7\n');
+    const k = await tsbuild('kill', 'trapper');
+    expect(k.code).toBe(1);
+    expect(k.stderr).toContain('is not running');
+  });
+
+  it('reports 127 for a missing command, as `docker run -d` does', async () => {
+    const r = await tsbuild('run', '-d', '--name', 'missing', 'busybox', 'no-such-command');
+    expect(r.code).toBe(127);
+    expect(r.stderr).toContain('executable file not found');
+  });
+
+  it('-d --rm removes the container (and its cgroup) when it exits', async () => {
+    const id = await runD('--rm', 'busybox', 'sh', '-c', 'exit 0');
+    for (let i = 0; i < 100 && existsSync(path.join(root, 'containers', id)); i++) await sleep(50);
+    expect(existsSync(path.join(root, 'containers', id))).toBe(false);
+  });
+});
+
+describe('cgroups', () => {
+  it('detects the cgroup version; converts sizes and shares as Docker', () => {
+    expect([1, 2]).toContain(detectCgroupVersion());
+    expect(parseBytes('32m')).toBe(32 * 1024 * 1024);
+    expect(parseBytes('1g')).toBe(1024 ** 3);
+    expect(parseBytes('512')).toBe(512);
+    expect(sharesToWeight(1024)).toBe(39);
+    expect(sharesToWeight(2)).toBe(1);
+  });
+
+  it('-m 32m: a memory hog is OOM-killed: 137 and OOMKilled true', async () => {
+    const r = await tsbuild('run', '--name', 'hog', '-m', '32m', 'busybox', 'sh', '-c', 'x=a; while true; do x=$x$x; done');
+    expect(r.code).toBe(137);
+    await remember(((await inspectContainer(root, 'hog')) as { Id: string }).Id);
+    expect(await inspectContainer(root, 'hog')).toMatchObject({ State: { Status: 'exited', ExitCode: 137, OOMKilled: true }, HostConfig: { Memory: 32 * 1024 * 1024 } });
+    // Without a limit, the same container would not be OOM-killed for a small allocation.
+    const ok = await tsbuild('run', '--rm', '-m', '32m', 'busybox', 'sh', '-c', 'head -c 1000000 /dev/zero | wc -c');
+    expect(ok).toMatchObject({ code: 0, stdout: '1000000\n' });
+  });
+
+  it('--pids-limit 10 makes a fork loop fail, without hanging', async () => {
+    const t0 = Date.now();
+    const r = await tsbuild('run', '--name', 'forker', '--pids-limit', '10', 'busybox', 'sh', '-c', 'i=0; while [ $i -lt 50 ]; do sleep 30 & i=$((i+1)); done; echo all forked');
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toContain('all forked');
+    expect(r.stderr).toMatch(/can't fork/);
+    await remember(((await inspectContainer(root, 'forker')) as { Id: string }).Id);
+  });
+
+  it('writes --cpus, --cpu-shares, --cpuset-cpus, --memory-swap into the container cgroup, and the container is in it', async () => {
+    const id = await runD('--name', 'limited', '--cpus', '0.5', '--cpu-shares', '512', '--cpuset-cpus', '0', '-m', '64m', '--memory-swap', '128m', 'busybox', 'sleep', '1000');
+    const cg = (await readContainerConfig(root, id)).Cgroup!;
+    const read = (dir: string | undefined, f: string) => readFileSync(path.join(dir!, f), 'utf8').trim();
+    if (cg.version === 1) {
+      expect(read(cg.dirs.cpu, 'cpu.cfs_quota_us')).toBe('50000');
+      expect(read(cg.dirs.cpu, 'cpu.cfs_period_us')).toBe('100000');
+      expect(read(cg.dirs.cpu, 'cpu.shares')).toBe('512');
+      expect(read(cg.dirs.cpuset, 'cpuset.cpus')).toBe('0');
+      expect(read(cg.dirs.memory, 'memory.limit_in_bytes')).toBe(String(64 * 1024 * 1024));
+      if (existsSync(path.join(cg.dirs.memory!, 'memory.memsw.limit_in_bytes'))) expect(read(cg.dirs.memory, 'memory.memsw.limit_in_bytes')).toBe(String(128 * 1024 * 1024));
+      const pid = ((await inspectContainer(root, id)) as { State: { Pid: number } }).State.Pid;
+      for (const d of new Set(Object.values(cg.dirs))) expect(read(d, 'cgroup.procs').split('\n')).toContain(String(pid));
+    } else {
+      expect(read(cg.dirs.unified, 'cpu.max')).toBe('50000 100000');
+      expect(read(cg.dirs.unified, 'memory.max')).toBe(String(64 * 1024 * 1024));
+    }
+    expect((await tsbuild('rm', '-f', 'limited')).stdout).toBe('limited\n');
+    for (const d of Object.values(cg.dirs)) expect(existsSync(d)).toBe(false);
+  });
+});
+
+describe('cleanup', () => {
+  it('after rm -f of everything: no container dir, no cgroup dir, no mount under the root, no monitor left', async () => {
+    await runD('--name', 'last', 'busybox', 'sleep', '1000');
+    const ids = await listContainerIds(root);
+    expect(ids.length).toBeGreaterThan(0);
+    const r = await tsbuild('rm', '-f', ...ids);
+    expect(r.code).toBe(0);
+    expect(await listContainerIds(root)).toEqual([]);
+    expect(readdirSync(path.join(root, 'containers'))).toEqual([]);
+    expect(cgroupDirs.size).toBeGreaterThan(0);
+    for (const d of cgroupDirs) expect(existsSync(d), d).toBe(false);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(root))).toEqual([]);
+    expect(monitorsUnderRoot()).toEqual([]);
+    expect((await tsbuild('ps', '-a', '-q')).stdout).toBe('');
+  });
+});
