@@ -139,9 +139,9 @@ export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
     mkdirs(dir);
     if (r.memory) {
       write(dir, 'memory.max', r.memory);
-      if (r.memorySwap !== undefined && existsSync(path.join(dir, 'memory.swap.max'))) {
-        write(dir, 'memory.swap.max', r.memorySwap < 0 ? 'max' : Math.max(0, r.memorySwap - r.memory));
-      }
+      // v2 limits swap alone; Docker's --memory-swap is memory + swap (default 2 x memory).
+      const swap = r.memorySwap ?? r.memory * 2;
+      if (existsSync(path.join(dir, 'memory.swap.max'))) write(dir, 'memory.swap.max', swap < 0 ? 'max' : Math.max(0, swap - r.memory));
     }
     if (r.cpus) write(dir, 'cpu.max', `${Math.round(r.cpus * CPU_PERIOD)} ${CPU_PERIOD}`);
     if (r.cpuShares) write(dir, 'cpu.weight', sharesToWeight(r.cpuShares));

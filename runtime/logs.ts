@@ -8,6 +8,7 @@
 // detached container (monitor.ts); a foreground `run` writes to the terminal
 // only.
 import { createWriteStream, promises as fsp, type WriteStream } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
 
 export type LogStream = 'stdout' | 'stderr';
 
@@ -22,6 +23,8 @@ const MAX_PARTIAL = 16 * 1024;
 export class JsonLogWriter {
   private out: WriteStream;
   private partial: Record<LogStream, string> = { stdout: '', stderr: '' };
+  /** A UTF-8 character may be split across two reads. */
+  private decoders: Record<LogStream, StringDecoder> = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
 
   constructor(file: string) {
     this.out = createWriteStream(file, { flags: 'a', mode: 0o640 });
@@ -31,7 +34,7 @@ export class JsonLogWriter {
   }
 
   write(stream: LogStream, chunk: Buffer): void {
-    let buf = this.partial[stream] + chunk.toString('utf8');
+    let buf = this.partial[stream] + this.decoders[stream].write(chunk);
     let nl: number;
     while ((nl = buf.indexOf('\n')) !== -1) {
       this.entry(stream, buf.slice(0, nl + 1));
@@ -50,7 +53,10 @@ export class JsonLogWriter {
   }
 
   async close(): Promise<void> {
-    for (const s of ['stdout', 'stderr'] as const) if (this.partial[s]) this.entry(s, this.partial[s]);
+    for (const s of ['stdout', 'stderr'] as const) {
+      const last = this.partial[s] + this.decoders[s].end();
+      if (last) this.entry(s, last);
+    }
     this.partial = { stdout: '', stderr: '' };
     await new Promise<void>((resolve) => this.out.end(resolve));
   }

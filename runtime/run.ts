@@ -299,6 +299,11 @@ export type SuperviseMode =
 export async function superviseContainer(root: string, id: string, dir: string, mode: SuperviseMode): Promise<{ code: number; message: string }> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const config = await readContainerConfig(root, id);
+  // Who will record the exit, known before anything starts: `wait` and `ps`
+  // use it to tell "starting" from "its recorder died".
+  const me = { MonitorPid: process.pid, MonitorStartTime: procStartTime(process.pid) ?? 0 };
+  const initial = await readContainerState(root, id);
+  if (initial) await writeContainerState(root, id, { ...initial, ...me });
   const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
     stdio: mode.foreground ? ['inherit', 'inherit', 'inherit', 'pipe'] : ['ignore', 'pipe', 'pipe', 'pipe'],
   });

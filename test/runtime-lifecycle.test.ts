@@ -13,7 +13,7 @@ import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
 import { listContainerIds, readContainerConfig } from '../runtime/container.js';
 import { inspectContainer } from '../runtime/lifecycle.js';
 import { detectCgroupVersion, parseBytes, sharesToWeight, type CgroupPaths } from '../runtime/cgroups.js';
-import { parseLogLines } from '../runtime/logs.js';
+import { JsonLogWriter, parseLogLines } from '../runtime/logs.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const dirs = new TempDirs();
@@ -223,6 +223,29 @@ describe('cgroups', () => {
     }
     expect((await tsbuild('rm', '-f', 'limited')).stdout).toBe('limited\n');
     for (const d of Object.values(cg.dirs)) expect(existsSync(d)).toBe(false);
+  });
+});
+
+describe('json-file log writer', () => {
+  it('writes one entry per line, keeps streams apart, joins split UTF-8 and flushes a partial last line', async () => {
+    const file = path.join(dirs.make('lifecycle-log'), 'x-json.log');
+    const w = new JsonLogWriter(file);
+    const euro = Buffer.from('€\n');
+    w.write('stdout', Buffer.from('one\ntw'));
+    w.write('stderr', Buffer.from('err\n'));
+    w.write('stdout', Buffer.concat([Buffer.from('o '), euro.subarray(0, 1)]));
+    w.write('stdout', euro.subarray(1));
+    w.write('stdout', Buffer.from('tail'));
+    await w.close();
+    const { entries, rest } = parseLogLines(await fsp.readFile(file, 'utf8'));
+    expect(rest).toBe('');
+    expect(entries.map((e) => [e.stream, e.log])).toEqual([
+      ['stdout', 'one\n'],
+      ['stderr', 'err\n'],
+      ['stdout', 'two €\n'],
+      ['stdout', 'tail'],
+    ]);
+    for (const e of entries) expect(Date.parse(e.time)).not.toBeNaN();
   });
 });
 
