@@ -1,7 +1,7 @@
 // Image commands: import, images, tag, rmi, inspect, history, prune.
 import { createInterface } from 'node:readline';
 import path from 'node:path';
-import { str, bool, list, type ParsedArgs } from './args.js';
+import { str, bool, list, UsageError, type ParsedArgs } from './args.js';
 import { out, type Command, type Context } from './command.js';
 import { formatRows, humanSize, renderTemplate, since, table } from './format.js';
 import { applyChange } from '../builder/changes.js';
@@ -11,6 +11,7 @@ import { pruneSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
 import type { ImageConfig } from '../image/schemas.js';
 import { containersUsingImages, containerImageIds } from '../runtime/usage.js';
+import { inspectContainer } from '../runtime/lifecycle.js';
 import type { Digest } from '../image/digest.js';
 
 function contentSize(img: StoredImage): number {
@@ -277,23 +278,34 @@ function inspectImage(img: StoredImage): Record<string, unknown> {
 const inspectCmd: Command = {
   name: 'inspect',
   usage: 'inspect [OPTIONS] NAME|ID [NAME|ID...]',
-  description: 'Return low-level information on images',
+  description: 'Return low-level information on containers and images',
   flags: [
     { name: 'format', short: 'f', type: 'string', description: 'Format output using a template' },
-    { name: 'type', type: 'string', description: 'Only inspect objects of the given type (image)' },
+    { name: 'type', type: 'string', description: 'Only inspect objects of the given type (container or image)' },
   ],
   minArgs: 1,
   async run(a, ctx) {
     const store = await ctx.store();
     const results: Record<string, unknown>[] = [];
     let failed = false;
+    const type = str(a, 'type');
+    if (type && type !== 'image' && type !== 'container') throw new UsageError(`"${type}" is not a valid value for --type (image or container)`);
     for (const name of a.positionals) {
+      // As Docker without --type: a container of that name or ID first, then an image.
+      if (type !== 'image') {
+        const c = await inspectContainer(store.root, name);
+        if (c) {
+          results.push(c as Record<string, unknown>);
+          continue;
+        }
+      }
       try {
+        if (type === 'container') throw new NotFoundError(name);
         results.push(inspectImage(await resolveImage(store, name)));
       } catch (e) {
         if (!(e instanceof NotFoundError)) throw e;
         failed = true;
-        ctx.stderr.write(`Error: No such object: ${name}\n`);
+        ctx.stderr.write(`Error: No such ${type ?? 'object'}: ${name}\n`);
       }
     }
     const format = str(a, 'format');

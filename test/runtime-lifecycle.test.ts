@@ -71,11 +71,7 @@ function monitorsUnderRoot(): number[] {
 }
 
 beforeAll(async () => {
-  try {
-    execFileSync(process.execPath, [path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', repo], { stdio: 'pipe' });
-  } catch {
-    // Type errors elsewhere in the tree (others' work in progress) still emit JS.
-  }
+  // The stages run as separate Node processes from dist/: test/global-setup.ts builds it once.
   if (!existsSync(path.join(repo, 'dist', 'runtime', 'monitor.js'))) throw new Error('dist/runtime/monitor.js missing after tsc');
   root = path.join(dirs.make('lifecycle'), 'root');
   const store = await Store.open(root);
@@ -111,6 +107,11 @@ describe('run -d, ps, logs', () => {
     // PID 1 is the program (busybox sh execs its last command: sleep), not node.
     expect(['sh', 'sleep']).toContain(readFileSync(`/proc/${info.State.Pid}/cmdline`, 'utf8').split('\0')[0]);
     expect(await inspectContainer(root, 'no-such')).toBeUndefined();
+    // Through the CLI: containers first, then images; --type narrows.
+    const cliInspect = JSON.parse((await tsbuild('inspect', 'web', 'busybox')).stdout) as Record<string, any>[];
+    expect(cliInspect.map((o) => o.Name ?? o.RepoTags[0])).toEqual(['/web', 'busybox:latest']);
+    expect((await tsbuild('inspect', '--format', '{{.State.Status}}', 'web')).stdout.trim()).toBe('running');
+    expect((await tsbuild('inspect', '--type', 'image', 'web')).stderr).toMatch(/No such image: web/);
 
     for (let i = 0; i < 50 && !(await tsbuild('logs', 'web')).stderr.includes('oops'); i++) await sleep(50);
     const logs = await tsbuild('logs', 'web');

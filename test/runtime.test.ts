@@ -49,12 +49,7 @@ function mountsUnderRoot(): string[] {
 }
 
 beforeAll(async () => {
-  // The stages are separate Node processes: they need dist/runtime/*.js up to date.
-  try {
-    execFileSync(process.execPath, [path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', repo], { stdio: 'pipe' });
-  } catch {
-    // Type errors elsewhere in the tree (others' work in progress) still emit JS.
-  }
+  // The stages run as separate Node processes from dist/: test/global-setup.ts builds it once.
   if (!existsSync(path.join(repo, 'dist', 'runtime', 'init.js'))) throw new Error('dist/runtime/init.js missing after tsc');
 
   root = path.join(dirs.make('runtime'), 'root');
