@@ -128,7 +128,9 @@ export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
   if (paths.version === 2) {
     const dir = paths.dirs.unified!;
     const parent = path.dirname(dir);
-    mkdirs(parent);
+    // The container's dir first: once it exists, the shared tsbuild/ parent cannot be
+    // removed by another container's cleanup (removeCgroups) while we set it up.
+    mkdirs(dir);
     // Enable the controllers we use for our subtree (root -> tsbuild -> <id>).
     const want = ['memory', 'pids', 'cpu', 'cpuset'];
     for (const d of [CGROUP_ROOT, parent]) {
@@ -136,7 +138,6 @@ export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
       const add = want.filter((c) => avail.includes(c)).map((c) => `+${c}`);
       if (add.length) write(d, 'cgroup.subtree_control', add.join(' '));
     }
-    mkdirs(dir);
     if (r.memory) {
       write(dir, 'memory.max', r.memory);
       // v2 limits swap alone; Docker's --memory-swap is memory + swap (default 2 x memory).
@@ -150,10 +151,7 @@ export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
     return [path.join(dir, 'cgroup.procs')];
   }
   const unique = [...new Set(Object.values(paths.dirs))];
-  for (const dir of unique) {
-    mkdirs(path.dirname(dir));
-    mkdirs(dir);
-  }
+  for (const dir of unique) mkdirs(dir);
   const d = paths.dirs;
   if (d.cpuset) {
     initCpuset(path.dirname(d.cpuset));
@@ -223,6 +221,14 @@ export async function removeCgroups(paths: CgroupPaths | undefined): Promise<voi
         }
         throw e;
       }
+    }
+    // The shared tsbuild/ parent goes with the last container in it; while another
+    // container's cgroup is inside, rmdir fails (EBUSY/ENOTEMPTY) and it stays.
+    try {
+      await fsp.rmdir(path.dirname(dir));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EBUSY' && code !== 'ENOTEMPTY' && code !== 'ENOENT') throw e;
     }
   }
 }

@@ -12,7 +12,7 @@ import { importRootfs } from '../image/import.js';
 import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
 import { listContainerIds, readContainerConfig } from '../runtime/container.js';
 import { inspectContainer } from '../runtime/lifecycle.js';
-import { detectCgroupVersion, parseBytes, sharesToWeight, type CgroupPaths } from '../runtime/cgroups.js';
+import { detectCgroupVersion, parseBytes, removeCgroups, sharesToWeight, type CgroupPaths } from '../runtime/cgroups.js';
 import { JsonLogWriter, parseLogLines } from '../runtime/logs.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -183,6 +183,25 @@ describe('cgroups', () => {
     expect(parseBytes('512')).toBe(512);
     expect(sharesToWeight(1024)).toBe(39);
     expect(sharesToWeight(2)).toBe(1);
+  });
+
+  it('removing the last container cgroup removes the shared parent too, not before', async () => {
+    const v = detectCgroupVersion();
+    // A private parent (not the shared tsbuild/ one) so parallel tests cannot interfere.
+    const base = v === 2 ? '/sys/fs/cgroup' : readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup' && f[3]!.split(',').includes('pids'))![1]!;
+    const parent = path.join(base, `tsbuild-test-${process.pid}`);
+    const paths = (id: string): CgroupPaths => ({ version: v!, dirs: { [v === 2 ? 'unified' : 'pids']: path.join(parent, id) } });
+    await fsp.mkdir(path.join(parent, 'a'), { recursive: true });
+    await fsp.mkdir(path.join(parent, 'b'));
+    try {
+      await removeCgroups(paths('a'));
+      expect(existsSync(path.join(parent, 'a'))).toBe(false);
+      expect(existsSync(path.join(parent, 'b'))).toBe(true);
+      await removeCgroups(paths('b'));
+      expect(existsSync(parent)).toBe(false);
+    } finally {
+      for (const d of [path.join(parent, 'a'), path.join(parent, 'b'), parent]) await fsp.rmdir(d).catch(() => {});
+    }
   });
 
   it('-m 32m: a memory hog is OOM-killed: 137 and OOMKilled true', async () => {
