@@ -64,7 +64,7 @@ interface ImageRow {
   Containers: string;
 }
 
-async function imageRows(store: Store, filterRef?: string, all = true): Promise<{ rows: ImageRow[]; full: Map<ImageRow, Digest> }> {
+async function imageRows(store: Store, filterRef?: string): Promise<{ rows: ImageRow[]; full: Map<ImageRow, Digest> }> {
   const idx = await store.readIndex();
   const rows: ImageRow[] = [];
   const full = new Map<ImageRow, Digest>();
@@ -85,9 +85,9 @@ async function imageRows(store: Store, filterRef?: string, all = true): Promise<
       Size: humanSize(contentSize(img)),
       Containers: 'N/A',
     };
-    const tags = img.tags.length ? img.tags : [];
+    const tags = img.tags;
     if (!tags.length) {
-      if (!all && filterRef) continue;
+      if (filterRef) continue; // `images REPO` lists only that repository's tags, as Docker does
       const r = { Repository: '<none>', Tag: '<none>', ...base };
       rows.push(r);
       full.set(r, img.id);
@@ -232,10 +232,7 @@ function inspectImage(img: StoredImage): Record<string, unknown> {
   return {
     Id: img.id,
     RepoTags: img.tags.map(shortTag),
-    RepoDigests: img.tags
-      .filter((t) => !t.startsWith('docker.io/') || true)
-      .map((t) => `${splitTag(t).repository}@${img.digest}`)
-      .filter((v, i, arr) => arr.indexOf(v) === i),
+    RepoDigests: [...new Set(img.tags.map((t) => `${splitTag(t).repository}@${img.digest}`))],
     Parent: '',
     Comment: c.history?.[c.history.length - 1]?.comment ?? '',
     Created: c.created ?? '',

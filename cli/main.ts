@@ -3,7 +3,7 @@
 // and `tsbuild .` mean `tsbuild build ...`, as the tool's short form.
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { helpText, parseArgs, UsageError, type FlagSpec } from './args.js';
+import { helpText, parseArgs, UsageError } from './args.js';
 import { ExitError, type Command, type Context } from './command.js';
 import { Store, resolveRoot } from '../image/store.js';
 import { imageCommands } from './images.js';
@@ -12,12 +12,6 @@ import { runCommands } from './run.js';
 import { containerCommands } from './containers.js';
 
 const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands];
-
-const globalFlags: FlagSpec[] = [
-  { name: 'root', type: 'string', description: 'Root of tsbuild state (default /var/lib/tsbuild, or $TSBUILD_ROOT)', arg: 'dir' },
-  { name: 'help', short: 'h', type: 'bool', description: 'Print usage' },
-  { name: 'version', short: 'v', type: 'bool', description: 'Print version information' },
-];
 
 function mainHelp(): string {
   const lines = ['Usage:  tsbuild [OPTIONS] COMMAND', '', 'A daemonless container image builder, registry client and runtime', '', 'Commands:'];
@@ -42,7 +36,6 @@ export async function main(argv: string[], io: { stdout: NodeJS.WritableStream; 
       return 0;
     } else break;
   }
-  void globalFlags;
   const rest = argv.slice(i);
   if (rest.length === 0) {
     io.stderr.write(mainHelp() + '\n');

@@ -475,13 +475,13 @@ class Applier {
     if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
       await reader.skipBody(e);
       const parentRel = comps.slice(0, -1).join('/');
-      if (base === OPAQUE_WHITEOUT) return this.opaque(e, parentRel);
+      if (base === OPAQUE_WHITEOUT) return this.opaque(parentRel);
       if (base.startsWith(WHITEOUT_META_PREFIX)) return; // aufs metadata (.wh..wh.plnk etc.): ignored, like Docker
       const victim = base.slice(WHITEOUT_PREFIX.length);
       if (victim === '' || victim === '.' || victim === '..' || victim.includes('/')) {
         this.fail(e, `invalid whiteout target ${JSON.stringify(victim)}`);
       }
-      return this.whiteout(e, parentRel, victim);
+      return this.whiteout(parentRel, victim);
     }
 
     if (comps.length === 0) {
@@ -588,7 +588,7 @@ class Applier {
     for (const d of mkdirAllInRoot(this.root, hostPath, 0o755)) this.touched.add(d);
   }
 
-  private whiteout(e: TarEntry, parentRel: string, victim: string): void {
+  private whiteout(parentRel: string, victim: string): void {
     const parent = secureJoin(this.root, parentRel, { followFinal: true });
     const target = path.join(parent, victim);
     if (this.opts.mode === 'snapshot') {
@@ -603,7 +603,7 @@ class Applier {
     if (st) this.remove(target, st);
   }
 
-  private opaque(e: TarEntry, dirRel: string): void {
+  private opaque(dirRel: string): void {
     const dir = secureJoin(this.root, dirRel, { followFinal: true });
     if (this.opts.mode === 'snapshot') {
       this.ensureDir(dir);

@@ -35,18 +35,12 @@ import fs from 'node:fs';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
-import { STATUS_FD, type InitSpec, type StatusMessage } from './spec.js';
+import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
 import { execve, interfaceUp, prctl, PR_SET_PDEATHSIG, resetSignals, setCloexec, sethostname, setsid } from './syscalls.js';
 
 const SIGKILL = 9;
 
-function send(msg: StatusMessage): void {
-  try {
-    fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n');
-  } catch {
-    /* the intermediate is gone; nothing to tell */
-  }
-}
+const send = sendStatus;
 
 function main(): never {
   const specPath = process.argv[2];

@@ -30,18 +30,12 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { stageScript } from './stages.js';
-import { STATUS_FD, type InitSpec, type StatusMessage } from './spec.js';
+import { STATUS_FD, sendStatus, readStatusMessages, type InitSpec } from './spec.js';
 import { prctl, PR_SET_PDEATHSIG, setCloexec, unshare } from './syscalls.js';
 
 const SIGKILL = 9;
 
-function send(msg: StatusMessage): void {
-  try {
-    fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n');
-  } catch {
-    /* stage 0 is gone */
-  }
-}
+const send = sendStatus;
 
 function main(): void {
   const specPath = process.argv[2];
@@ -65,23 +59,10 @@ function main(): void {
   });
   if (child.pid !== undefined) send({ type: 'pid', pid: child.pid });
 
-  let buf = '';
-  const status = child.stdio[3] as NodeJS.ReadableStream;
-  status.setEncoding('utf8');
-  status.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        const msg = JSON.parse(line) as StatusMessage;
-        if (msg.type === 'error') failed = true;
-        send(msg);
-      } catch {
-        /* not ours */
-      }
-    }
+  const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
+  readStatusMessages(status, (msg) => {
+    if (msg.type === 'error') failed = true;
+    send(msg);
   });
   status.on('end', () => {
     if (!failed) send({ type: 'exec' });

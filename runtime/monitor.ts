@@ -21,15 +21,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { containerDir, readContainerConfig, removeContainer } from './container.js';
 import { superviseContainer } from './run.js';
-import { STATUS_FD, type StatusMessage } from './spec.js';
+import { STATUS_FD, sendStatus, type StatusMessage } from './spec.js';
 import { setCloexec } from './syscalls.js';
 
 function report(msg: StatusMessage): void {
-  try {
-    fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n');
-  } catch {
-    /* the CLI is gone */
-  }
+  sendStatus(msg);
   try {
     fs.closeSync(STATUS_FD);
   } catch {

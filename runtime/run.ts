@@ -36,7 +36,7 @@ import {
 import { stageScript } from './stages.js';
 import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resources } from './cgroups.js';
 import { JsonLogWriter } from './logs.js';
-import { STATUS_FD, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
+import { STATUS_FD, readStatusMessages, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
 import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
 
 export interface RunOptions {
@@ -355,44 +355,30 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     child.on('error', reject);
     child.on('close', (code) => resolve(code));
   });
-  let buf = '';
   const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
-  status.setEncoding('utf8');
-  status.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let msg: StatusMessage;
-      try {
-        msg = JSON.parse(line) as StatusMessage;
-      } catch {
-        continue;
-      }
-      if (msg.type === 'pid') {
-        pid = msg.pid;
-        const startTime = procStartTime(pid) ?? 0;
-        updateState((s) => {
-          s.Pid = msg.pid;
-          s.PidStartTime = startTime;
-          s.MonitorPid = process.pid;
-          s.MonitorStartTime = procStartTime(process.pid) ?? 0;
-        });
-        for (const sig of pending.splice(0)) forward(sig);
-      } else if (msg.type === 'exec') {
-        updateState((s) => {
-          s.Status = 'running';
-          s.Running = true;
-          s.StartedAt = new Date().toISOString();
-        });
-        void stateWrite.then(() => reportStarted());
-      } else if (msg.type === 'error') {
-        error = { code: msg.code, message: msg.message };
-        reportStarted(error);
-      } else if (msg.type === 'exit') {
-        exit = { code: msg.code, signal: msg.signal };
-      }
+  readStatusMessages(status, (msg) => {
+    if (msg.type === 'pid') {
+      pid = msg.pid;
+      const startTime = procStartTime(pid) ?? 0;
+      updateState((s) => {
+        s.Pid = msg.pid;
+        s.PidStartTime = startTime;
+        s.MonitorPid = process.pid;
+        s.MonitorStartTime = procStartTime(process.pid) ?? 0;
+      });
+      for (const sig of pending.splice(0)) forward(sig);
+    } else if (msg.type === 'exec') {
+      updateState((s) => {
+        s.Status = 'running';
+        s.Running = true;
+        s.StartedAt = new Date().toISOString();
+      });
+      void stateWrite.then(() => reportStarted());
+    } else if (msg.type === 'error') {
+      error = { code: msg.code, message: msg.message };
+      reportStarted(error);
+    } else if (msg.type === 'exit') {
+      exit = { code: msg.code, signal: msg.signal };
     }
   });
 

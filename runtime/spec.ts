@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 // What the host side (stage 0) hands to the container stages, and what they
 // report back. The spec travels as a JSON file in the container's state dir
 // whose path is the only argument of the intermediate and init stages (our
@@ -54,3 +55,33 @@ export type StatusMessage =
   | { type: 'exec' }
   | { type: 'error'; code: number; message: string }
   | { type: 'exit'; code: number | null; signal: string | null };
+
+/** Writes one status message as a JSON line to STATUS_FD; a reader that is gone is not an error. */
+export function sendStatus(msg: StatusMessage): void {
+  try {
+    fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n');
+  } catch {
+    /* the reading stage is gone: nothing to tell */
+  }
+}
+
+/** Calls onMessage for each JSON status line read from a stage's STATUS_FD pipe; other lines are ignored. */
+export function readStatusMessages(stream: NodeJS.ReadableStream, onMessage: (msg: StatusMessage) => void): void {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) !== -1) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let msg: StatusMessage;
+      try {
+        msg = JSON.parse(line) as StatusMessage;
+      } catch {
+        continue;
+      }
+      onMessage(msg);
+    }
+  });
+}

@@ -216,6 +216,5 @@ describe('tag, rmi, prune', () => {
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/No such object: nothing-here/);
     expect(JSON.parse(missing.out)).toEqual([]);
-    void readFileSync;
   });
 });

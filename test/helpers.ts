@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tarStream from 'tar-stream';
 
 export function tempDir(tag = 'test'): string {
   return mkdtempSync(path.join(os.tmpdir(), `tsbuild-${tag}-`));
@@ -19,4 +20,27 @@ export class TempDirs {
   cleanup(): void {
     for (const d of this.dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   }
+}
+
+export type TarEntrySpec = { header: tarStream.Headers; body?: string | Buffer };
+
+/** A tar archive in memory, built with tar-stream: for small crafted (often hostile) test archives. */
+export async function makeTar(entries: TarEntrySpec[]): Promise<Buffer> {
+  const pack = tarStream.pack();
+  const chunks: Buffer[] = [];
+  const done = (async () => {
+    for await (const c of pack) chunks.push(c as Buffer);
+  })();
+  for (const e of entries) {
+    const isFile = e.header.type === undefined || e.header.type === 'file';
+    const body = e.body === undefined ? (isFile ? Buffer.alloc(0) : undefined) : Buffer.from(e.body);
+    await new Promise<void>((resolve, reject) => {
+      const h = { mtime: new Date(1_500_000_000_000), ...e.header };
+      if (body !== undefined) pack.entry(h, body, (err) => (err ? reject(err) : resolve()));
+      else pack.entry(h, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  pack.finalize();
+  await done;
+  return Buffer.concat(chunks);
 }

@@ -6,36 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import zlib from 'node:zlib';
-import tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyLayer, LayerError } from '../image/layer-applier.js';
 import { lgetxattr, llistxattr, lsetxattr, mknod, S_IFCHR } from '../image/native.js';
-import { TempDirs } from './helpers.js';
+import { makeTar, TempDirs } from './helpers.js';
 
 const temps = new TempDirs();
 afterAll(() => temps.cleanup());
-
-type Entry = { header: tarStream.Headers; body?: string | Buffer };
-
-async function makeTar(entries: Entry[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const isFile = e.header.type === undefined || e.header.type === 'file';
-    const body = e.body === undefined ? (isFile ? Buffer.alloc(0) : undefined) : Buffer.from(e.body);
-    await new Promise<void>((resolve, reject) => {
-      const h = { mtime: new Date(1_500_000_000_000), ...e.header };
-      if (body !== undefined) pack.entry(h, body, (err) => (err ? reject(err) : resolve()));
-      else pack.entry(h, (err) => (err ? reject(err) : resolve()));
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 function streamOf(buf: Buffer): PassThrough {
   const p = new PassThrough();

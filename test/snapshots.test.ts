@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import path from 'node:path';
 import { Store } from '../image/store.js';
 import { writeLayer } from '../image/layer-writer.js';
-import { writeImage, resolveImage } from '../image/images.js';
+import { writeImage } from '../image/images.js';
 import { chainIds, ensureSnapshots, pruneSnapshots, snapshotsDir } from '../image/snapshots.js';
 import { MEDIA_TYPES } from '../image/mediatypes.js';
 import { mknod, S_IFCHR } from '../image/native.js';
@@ -127,6 +127,5 @@ describe('snapshots', () => {
     });
     expect((await pruneSnapshots(store)).removed).toBe(2);
     expect(readdirSync(snapshotsDir(store))).toEqual([]);
-    void resolveImage;
   });
 });
