@@ -16,7 +16,7 @@ import { hexOf, sha256, type Digest } from './digest.js';
 import { applyLayer } from './layer-applier.js';
 import { pidAlive } from './atomic.js';
 import type { Store } from './store.js';
-import type { StoredImage } from './images.js';
+import { loadImage, type StoredImage } from './images.js';
 
 /** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)) (OCI image spec). */
 export function chainIds(diffIds: Digest[]): Digest[] {
@@ -107,7 +107,6 @@ export async function adoptSnapshot(store: Store, chainId: Digest, fsDir: string
 
 /** Chain ids still needed: every image in the index, plus any `keep` (e.g. running containers). */
 export async function neededChainIds(store: Store, keep: Digest[] = []): Promise<Set<string>> {
-  const { loadImage } = await import('./images.js');
   const idx = await store.readIndex();
   const needed = new Set<string>(keep);
   for (const rec of Object.values(idx.images)) {

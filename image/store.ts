@@ -145,9 +145,15 @@ export class Store {
   static async open(root?: string): Promise<Store> {
     const r = resolveRoot(root);
     const s = new Store(r);
-    await fsp.mkdir(path.join(r, 'blobs', 'sha256'), { recursive: true, mode: 0o700 });
-    await fsp.mkdir(path.join(r, 'tmp'), { recursive: true, mode: 0o700 });
-    await fsp.mkdir(path.join(r, 'locks'), { recursive: true, mode: 0o700 });
+    try {
+      for (const d of [path.join('blobs', 'sha256'), 'tmp', 'locks']) await fsp.mkdir(path.join(r, d), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+        throw new Error(`cannot use the tsbuild state directory ${r} (${code}): run tsbuild as root, or point --root / TSBUILD_ROOT at a writable directory`);
+      }
+      throw e;
+    }
     return s;
   }
 
@@ -294,9 +300,9 @@ export class Store {
       }
       let tmpRemoved = 0;
       for (const name of await fsp.readdir(this.tmpDir)) {
+        // ingest-<pid>-…: keep it while its writer (possibly this process) is alive.
         const m = /^[a-z]+-(\d+)-/.exec(name);
-        if (m && pidAlive(Number(m[1])) && Number(m[1]) !== process.pid) continue;
-        if (m && Number(m[1]) === process.pid) continue;
+        if (m && pidAlive(Number(m[1]))) continue;
         if (!opts.dryRun) await fsp.rm(path.join(this.tmpDir, name), { recursive: true, force: true });
         tmpRemoved++;
       }

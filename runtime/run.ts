@@ -18,7 +18,7 @@ import path from 'node:path';
 import { writeJsonAtomic } from '../image/atomic.js';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
-import type { Store } from '../image/store.js';
+import { NotFoundError, type Store } from '../image/store.js';
 import { effectiveCapNames } from './capabilities.js';
 import { processConfig, ConfigError } from './config.js';
 import {
@@ -166,7 +166,10 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   try {
     image = await resolveImage(store, opts.image);
   } catch (e) {
-    throw new RunError(`Unable to find image '${opts.image}' locally: ${(e as Error).message}`, 125);
+    if (e instanceof NotFoundError) {
+      throw new RunError(`Unable to find image '${opts.image}' locally (import, load or build it first; see \`tsbuild images\`)`, 125);
+    }
+    throw new RunError((e as Error).message, 125);
   }
   const id = newContainerId();
   const hostname = opts.hostname ?? (network === 'host' ? os.hostname() : id.slice(0, 12));

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -75,6 +75,20 @@ describe('blobs', () => {
     const store = await Store.open(dirs.make('store'));
     expect(() => store.blobPath('sha256:../../etc/passwd' as never)).toThrow(/not a valid sha256 digest/);
     expect(() => store.blobPath('md5:abc' as never)).toThrow(/unsupported algorithm/);
+  });
+});
+
+describe('opening', () => {
+  it('explains an unusable state directory instead of a bare errno', () => {
+    // A directory tsbuild may not write to: owned by nobody, and this root process
+    // runs the CLI without the capabilities that bypass file permissions.
+    const parent = dirs.make('noperm');
+    chownSync(parent, 65534, 65534);
+    chmodSync(parent, 0o755);
+    const r = spawnSync('setpriv', ['--bounding-set=-dac_override,-dac_read_search,-fowner', '--inh-caps=-all', 'node', CLI, '--root', path.join(parent, 'root'), 'images'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot use the tsbuild state directory .*\(EACCES\): run tsbuild as root, or point --root \/ TSBUILD_ROOT at a writable directory/);
+    expect(existsSync(path.join(parent, 'root'))).toBe(false);
   });
 });
 
