@@ -33,7 +33,7 @@
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
-import { enterRootfs, mountSpecialFilesystems } from './rootfs.js';
+import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
 import { execve, interfaceUp, prctl, PR_SET_PDEATHSIG, resetSignals, setCloexec, sethostname, setsid } from './syscalls.js';
@@ -64,7 +64,7 @@ function main(): never {
   }
 
   const binds = enterRootfs(spec);
-  mountSpecialFilesystems(binds);
+  mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs });
 
   sethostname(spec.hostname);
   if (spec.network === 'none') interfaceUp('lo');
@@ -74,6 +74,7 @@ function main(): never {
   if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
   const cwd = spec.process.cwd || '/';
   fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
+  if (spec.readonlyRootfs) makeRootReadonly();
   const file = lookPath(spec.process.args[0] ?? '', env);
   process.chdir(cwd);
 

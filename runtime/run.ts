@@ -15,7 +15,6 @@ import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeJsonAtomic } from '../image/atomic.js';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
@@ -36,8 +35,10 @@ import {
 import { stageScript } from './stages.js';
 import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resources } from './cgroups.js';
 import { JsonLogWriter } from './logs.js';
-import { STATUS_FD, readStatusMessages, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
-import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
+import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
+import { writeBundle } from './bundle.js';
+import { launch } from './launch.js';
+export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
   image: string;
@@ -69,29 +70,6 @@ export class RunError extends Error {
 }
 
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-
-/** 128+N for a signal name, as shells and Docker report it. */
-export function signalExitCode(signal: string): number {
-  const n = (os.constants.signals as Record<string, number>)[signal];
-  return 128 + (n ?? 0);
-}
-
-async function etcFiles(dir: string, hostname: string, network: NetworkMode): Promise<{ hostname: string; hosts: string; resolvConf: string }> {
-  const files = { hostname: path.join(dir, 'hostname'), hosts: path.join(dir, 'hosts'), resolvConf: path.join(dir, 'resolv.conf') };
-  await fsp.writeFile(files.hostname, `${hostname}\n`, { mode: 0o644 });
-  let hosts: string;
-  if (network === 'host') {
-    hosts = await fsp.readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1\tlocalhost\n');
-  } else {
-    hosts = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', 'fe00::0\tip6-localnet', 'ff00::0\tip6-mcastprefix', 'ff02::1\tip6-allnodes', 'ff02::2\tip6-allrouters', ''].join('\n');
-  }
-  await fsp.writeFile(files.hosts, hosts, { mode: 0o644 });
-  // The host's resolv.conf, as Docker copies it (a later slice filters loopback
-  // nameservers for bridge networks, where they do not work).
-  const resolv = await fsp.readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-  await fsp.writeFile(files.resolvConf, resolv, { mode: 0o644 });
-  return files;
-}
 
 /**
  * Runs a container in the foreground (stdin/stdout/stderr inherited) and
@@ -251,35 +229,14 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
         await removeCgroups(cgroup).catch(() => {});
       }
     }
-    const rel = (p: string) => path.relative(store.root, p);
-    for (const d of ['upper', 'work', 'rootfs']) await fsp.mkdir(path.join(dir, d), { mode: 0o755 });
-    let lowers = snapshots.map(rel).reverse();
-    if (lowers.length === 0) {
-      // An image with no layers (FROM scratch + metadata): overlay needs one lower.
-      await fsp.mkdir(path.join(dir, 'empty'), { mode: 0o755 });
-      lowers = [rel(path.join(dir, 'empty'))];
-    }
-    const etc = await etcFiles(dir, hostname, network);
-    const spec: InitSpec = {
-      version: 1,
+    await writeBundle(store.root, dir, {
       id,
-      storeRoot: store.root,
-      lowerDirs: lowers,
-      upperDir: rel(path.join(dir, 'upper')),
-      workDir: rel(path.join(dir, 'work')),
-      rootfs: rel(path.join(dir, 'rootfs')),
+      snapshots,
       hostname,
       network,
-      namespaces: CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (network === 'none' ? CLONE_NEWNET : 0),
-      binds: [
-        { source: etc.hostname, target: '/etc/hostname', readonly: false },
-        { source: etc.hosts, target: '/etc/hosts', readonly: false },
-        { source: etc.resolvConf, target: '/etc/resolv.conf', readonly: false },
-      ],
       process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
       cgroupProcs,
-    };
-    await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
+    });
   } catch (e) {
     await removeContainer(store.root, id, { force: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
@@ -293,37 +250,43 @@ export type SuperviseMode =
   /** The monitor of `run -d`: stdout/stderr into a json-file log; onStarted once exec'd (or failed). */
   | { foreground?: false; logPath: string; onStarted(error?: { code: number; message: string }): void };
 
+
 /**
- * Spawns the intermediate, records the container's state as it goes
- * (pid + start time, running, exit code, OOMKilled), removes its cgroup
- * after the exit; returns the exit code and, when the program could not be
- * started, the message.
+ * Runs the container's stages (launch.ts), recording its state as it goes
+ * (pid + start time, running, exit code, OOMKilled), removes its cgroup after
+ * the exit; returns the exit code and, when the program could not be started,
+ * the message.
  */
 export async function superviseContainer(root: string, id: string, dir: string, mode: SuperviseMode): Promise<{ code: number; message: string }> {
-  await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const config = await readContainerConfig(root, id);
   // Who will record the exit, known before anything starts: `wait` and `ps`
   // use it to tell "starting" from "its recorder died".
   const me = { MonitorPid: process.pid, MonitorStartTime: procStartTime(process.pid) ?? 0 };
   const initial = await readContainerState(root, id);
   if (initial) await writeContainerState(root, id, { ...initial, ...me });
-  const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
-    stdio: mode.foreground ? ['inherit', 'inherit', 'inherit', 'pipe'] : ['ignore', 'pipe', 'pipe', 'pipe'],
-  });
-  const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
-  if (log) {
-    child.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
-    child.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
-  }
+
   let startedReported = false;
   const reportStarted = (err?: { code: number; message: string }) => {
     if (mode.foreground || startedReported) return;
     startedReported = true;
     mode.onStarted(err);
   };
-  let pid = 0;
+  let stateWrite: Promise<void> = Promise.resolve();
+  const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
+    stateWrite = stateWrite.then(async () => {
+      const s = await readContainerState(root, id);
+      if (!s) return;
+      fn(s);
+      await writeContainerState(root, id, s).catch(() => {
+        /* removed under us (rm -f) */
+      });
+    });
+  };
+
   let pending: NodeJS.Signals[] = [];
+  let pidNow = () => 0;
   const forward = (sig: NodeJS.Signals) => {
+    const pid = pidNow();
     if (!pid) {
       pending.push(sig);
       return;
@@ -340,71 +303,42 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     return [sig, h] as const;
   });
 
-  let error: { code: number; message: string } | undefined;
-  let exit: { code: number | null; signal: string | null } | undefined;
-  let stateWrite: Promise<void> = Promise.resolve();
-  const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
-    stateWrite = stateWrite.then(async () => {
-      const s = await readContainerState(root, id);
-      if (!s) return;
-      fn(s);
-      await writeContainerState(root, id, s).catch(() => {
-        /* removed under us (rm -f) */
-      });
-    });
-  };
-
-  const done = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve(code));
-  });
-  const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
-  readStatusMessages(status, (msg) => {
-    if (msg.type === 'pid') {
-      pid = msg.pid;
-      const startTime = procStartTime(pid) ?? 0;
-      updateState((s) => {
-        s.Pid = msg.pid;
-        s.PidStartTime = startTime;
-        s.MonitorPid = process.pid;
-        s.MonitorStartTime = procStartTime(process.pid) ?? 0;
-      });
-      for (const sig of pending.splice(0)) forward(sig);
-    } else if (msg.type === 'exec') {
-      updateState((s) => {
-        s.Status = 'running';
-        s.Running = true;
-        s.StartedAt = new Date().toISOString();
-      });
-      void stateWrite.then(() => reportStarted());
-    } else if (msg.type === 'error') {
-      error = { code: msg.code, message: msg.message };
-      reportStarted(error);
-    } else if (msg.type === 'exit') {
-      exit = { code: msg.code, signal: msg.signal };
-    }
-  });
-
-  let intermediateCode: number | null;
+  let result: { code: number; message: string };
   try {
-    intermediateCode = await done;
+    const launched = await launch(path.join(dir, 'spec.json'), mode.foreground ? ['inherit', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'], {
+      onPid(pid) {
+        const startTime = procStartTime(pid) ?? 0;
+        updateState((s) => {
+          s.Pid = pid;
+          s.PidStartTime = startTime;
+          Object.assign(s, me);
+        });
+        for (const sig of pending.splice(0)) forward(sig);
+      },
+      onExec() {
+        updateState((s) => {
+          s.Status = 'running';
+          s.Running = true;
+          s.StartedAt = new Date().toISOString();
+        });
+        void stateWrite.then(() => reportStarted());
+      },
+      onError: (err) => reportStarted(err),
+    });
+    pidNow = launched.pid;
+    const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
+    if (log) {
+      launched.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
+      launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
+    }
+    result = await launched.done;
+    await log?.close();
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     pending = [];
   }
 
-  await log?.close();
-  let code: number;
-  let message = '';
-  if (error) {
-    code = error.code;
-    message = error.message;
-  } else if (exit) {
-    code = exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125);
-  } else {
-    code = 125;
-    message = `container runtime failed (intermediate exited with ${intermediateCode})`;
-  }
+  const { code, message } = result;
   reportStarted(message ? { code, message } : undefined);
   // Read the OOM count before the cgroup goes; the SIGKILL itself gave 137.
   const oomKilled = oomKillCount(config.Cgroup) > 0;

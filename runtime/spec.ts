@@ -37,6 +37,10 @@ export interface InitSpec {
   /** CLONE_NEW* flags the intermediate unshares (everything but the mount namespace, see intermediate.ts). */
   namespaces: number;
   binds: BindSpec[];
+  /** Container paths to mount a fresh tmpfs on (RUN --mount=type=tmpfs, --tmpfs). */
+  tmpfs?: string[];
+  /** --read-only: the root is remounted read-only once everything is mounted. */
+  readonlyRootfs?: boolean;
   /** cgroup.procs files init writes "0" (itself) into before anything else (cgroups.ts). */
   cgroupProcs?: string[];
   process: {
