@@ -18,7 +18,7 @@ import path from 'node:path';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
-import { effectiveCapNames } from './capabilities.js';
+import { effectiveCapNames, privilegedCapNames } from './capabilities.js';
 import { processConfig, ConfigError } from './config.js';
 import {
   containerDir,
@@ -38,6 +38,8 @@ import { JsonLogWriter } from './logs.js';
 import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
 import { writeBundle } from './bundle.js';
 import { launch } from './launch.js';
+import { RLIMITS } from './syscalls.js';
+import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
 export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
@@ -57,6 +59,39 @@ export interface RunOptions {
   capDrop?: string[];
   /** -m, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit. */
   resources?: Resources;
+  /** -v host:ctr[:ro], name:ctr, /ctr */
+  volumes?: string[];
+  /** --tmpfs /path */
+  tmpfs?: string[];
+  readOnly?: boolean;
+  privileged?: boolean;
+  /** --security-opt (no-new-privileges[:true|false]) */
+  securityOpt?: string[];
+  /** --ulimit name=soft[:hard] */
+  ulimits?: string[];
+}
+
+/** Parses --ulimit values (nofile=1024:2048, nproc=64, core=-1). */
+export function parseUlimits(values: string[]): { name: string; soft: number; hard: number }[] {
+  return values.map((v) => {
+    const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(v);
+    if (!m) throw new RunError(`invalid ulimit argument: ${v} (want name=soft[:hard], e.g. nofile=1024:2048)`, 125);
+    if (RLIMITS[m[1]!] === undefined) throw new RunError(`invalid ulimit type: ${m[1]}`, 125);
+    const soft = Number(m[2]);
+    const hard = m[3] !== undefined ? Number(m[3]) : soft;
+    if (hard >= 0 && (soft < 0 || soft > hard)) throw new RunError(`ulimit soft limit must be less than or equal to hard limit: ${soft} > ${hard}`, 125);
+    return { name: m[1]!, soft, hard };
+  });
+}
+
+function noNewPrivileges(opts: string[]): boolean {
+  let on = false;
+  for (const o of opts) {
+    const m = /^no-new-privileges(?:[:=](true|false))?$/.exec(o);
+    if (!m) throw new RunError(`invalid --security-opt: ${o} (supported: no-new-privileges[:true|false])`, 125);
+    on = m[1] !== 'false';
+  }
+  return on;
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -83,7 +118,7 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
   }
 }
 
@@ -97,7 +132,7 @@ export async function runDetached(store: Store, opts: RunOptions): Promise<strin
   try {
     await spawnMonitor(store.root, id, dir);
   } catch (e) {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e;
   }
   return id;
@@ -168,11 +203,21 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   }
   let capabilities: string[];
   try {
-    capabilities = effectiveCapNames(opts.capAdd, opts.capDrop);
+    capabilities = opts.privileged ? privilegedCapNames() : effectiveCapNames(opts.capAdd, opts.capDrop);
   } catch (e) {
     throw new RunError((e as Error).message, 125);
   }
+  const rlimits = parseUlimits(opts.ulimits ?? []);
+  const nnp = noNewPrivileges(opts.securityOpt ?? []);
+  for (const t of opts.tmpfs ?? []) if (!t.startsWith('/')) throw new RunError(`invalid --tmpfs ${t}: the path must be absolute`, 125);
   const snapshots = await ensureSnapshots(store, image);
+  let mounts;
+  try {
+    mounts = await resolveMounts(store, opts.volumes ?? [], Object.keys(image.config.config?.Volumes ?? {}));
+  } catch (e) {
+    if (e instanceof VolumeError) throw new RunError(e.message, 125);
+    throw e;
+  }
 
   const name = opts.name ?? randomName();
   const r = opts.resources ?? {};
@@ -207,7 +252,13 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       CpuShares: r.cpuShares ?? 0,
       CpusetCpus: r.cpusetCpus ?? '',
       PidsLimit: r.pidsLimit ?? 0,
+      Privileged: !!opts.privileged,
+      ReadonlyRootfs: !!opts.readOnly,
+      SecurityOpt: opts.securityOpt ?? [],
+      Tmpfs: Object.fromEntries((opts.tmpfs ?? []).map((t) => [t, ''])),
+      Ulimits: rlimits.map((l) => ({ Name: l.name, Soft: l.soft, Hard: l.hard })),
     },
+    Mounts: mounts.mounts,
     LogPath: path.join(containerDir(store.root, id), `${id}-json.log`),
     ...(cgroup ? { Cgroup: cgroup } : {}),
   };
@@ -215,6 +266,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   try {
     dir = await createContainer(store, config);
   } catch (e) {
+    await removeAnonymousVolumes(store.root, mounts.mounts);
     throw new RunError((e as Error).message, 125);
   }
 
@@ -234,11 +286,15 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       snapshots,
       hostname,
       network,
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp },
+      binds: mounts.binds,
+      tmpfs: opts.tmpfs,
+      readonlyRootfs: opts.readOnly,
+      privileged: opts.privileged,
       cgroupProcs,
     });
   } catch (e) {
-    await removeContainer(store.root, id, { force: true }).catch(() => {});
+    await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
   }
   return { id, dir };
