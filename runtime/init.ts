@@ -36,7 +36,7 @@ import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
-import { execve, interfaceUp, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
+import { CLONE_FS, CLONE_NEWNS, execve, interfaceUp, setns, unshare, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
 
 const SIGKILL = 9;
 
@@ -63,18 +63,35 @@ function main(): never {
     }
   }
 
-  const binds = enterRootfs(spec);
-  mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
-
-  sethostname(spec.hostname);
-  if (spec.network === 'none') interfaceUp('lo');
+  if (spec.join) {
+    // exec: the container's mount namespace (and with it its root and cwd).
+    // setns(CLONE_NEWNS) refuses a thread sharing fs state (root, cwd, umask)
+    // with others, and Node has threads: unshare that state first.
+    const mnt = fs.openSync(`/proc/${spec.join.pid}/ns/mnt`, 'r');
+    unshare(CLONE_FS);
+    setns(mnt, CLONE_NEWNS);
+    fs.closeSync(mnt);
+  } else {
+    const binds = enterRootfs(spec);
+    mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
+    sethostname(spec.hostname);
+    if (spec.network === 'none') interfaceUp('lo');
+  }
 
   const user = resolveUser(spec.process.user);
   const env = [...spec.process.env];
   if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
   const cwd = spec.process.cwd || '/';
-  fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
-  if (spec.readonlyRootfs) makeRootReadonly();
+  if (spec.join) {
+    try {
+      process.chdir(cwd);
+    } catch {
+      throw new StageError(`Cwd must be an absolute path and exist in the container: ${cwd}`, 126);
+    }
+  } else {
+    fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
+    if (spec.readonlyRootfs) makeRootReadonly();
+  }
   const file = lookPath(spec.process.args[0] ?? '', env);
   process.chdir(cwd);
 

@@ -37,16 +37,24 @@ export interface Launched {
   /** Current host pid of PID 1 (0 until known). */
   pid(): number;
   done: Promise<LaunchResult>;
+  /** Lets this process exit while the stages go on (exec -d). */
+  unref(): void;
 }
 
 /**
  * Spawns `intermediate.js spec.json` with stdio as given for fds 0-2 (fd 3 is
  * always the status pipe) and resolves with the exit code once it is gone.
  */
-export async function launch(specPath: string, stdio: [StdioOptions, StdioOptions, StdioOptions] | StdioOptions[], hooks: LaunchHooks = {}): Promise<Launched> {
+export async function launch(
+  specPath: string,
+  stdio: [StdioOptions, StdioOptions, StdioOptions] | StdioOptions[],
+  hooks: LaunchHooks = {},
+  opts: { detached?: boolean } = {},
+): Promise<Launched> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const child = spawn(process.execPath, [stageScript('intermediate'), specPath], {
     stdio: [...(stdio as StdioOptions[]).slice(0, 3), 'pipe'] as StdioOptions,
+    detached: !!opts.detached,
   });
   let pid = 0;
   let error: { code: number; message: string } | undefined;
@@ -70,5 +78,9 @@ export async function launch(specPath: string, stdio: [StdioOptions, StdioOption
     if (exit) return { code: exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125), message: '' };
     return { code: 125, message: `container runtime failed (intermediate exited with ${intermediateCode})` };
   });
-  return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, pid: () => pid, done };
+  const unref = () => {
+    (child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    child.unref();
+  };
+  return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, pid: () => pid, done, unref };
 }
