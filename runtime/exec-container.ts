@@ -5,7 +5,8 @@
 // from the container's /etc/passwd, PATH lookup, capabilities, execve) is
 // init's usual tail. The exec spec is a file next to the container's spec.
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { closeSync, promises as fsp } from 'node:fs';
+import { attachTerminal, openPty } from './pty.js';
 import path from 'node:path';
 import { writeJsonAtomic } from '../image/atomic.js';
 import { mergeEnv } from './config.js';
@@ -50,6 +51,7 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
       env: mergeEnv(base.process.env, o.env ?? [], config.Config.Hostname, process.env),
       user: o.user ?? base.process.user,
       cwd: o.workdir ?? base.process.cwd,
+      terminal: !!o.tty,
     },
   };
   const specPath = path.join(dir, `exec-${randomBytes(6).toString('hex')}.json`);
@@ -59,9 +61,10 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
     let pid = 0;
     let started: (err?: { code: number; message: string }) => void = () => {};
     const startedP = new Promise<{ code: number; message: string } | undefined>((r) => (started = r));
+    const pty = o.tty && !o.detach ? openPty() : undefined;
     const launched = await launch(
       specPath,
-      o.detach ? ['ignore', 'ignore', 'ignore'] : [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
+      pty ? [pty.slave, pty.slave, pty.slave] : o.detach ? ['ignore', 'ignore', 'ignore'] : [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
       { onPid: (p) => (pid = p), onExec: () => started(), onError: (err) => started(err) },
       { detached: o.detach },
     );
@@ -85,7 +88,16 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
       process.on(sig, h);
       handlers.push([sig, h]);
     }
+    let terminal: ReturnType<typeof attachTerminal> | undefined;
+    if (pty) {
+      closeSync(pty.slave);
+      terminal = attachTerminal(pty, { stdin: o.interactive ? process.stdin : undefined, stdout: process.stdout });
+    }
     const r = await launched.done;
+    if (terminal) {
+      await Promise.race([terminal.done, new Promise((res) => setTimeout(res, 2000))]);
+      terminal.detach();
+    }
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {

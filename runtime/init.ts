@@ -32,6 +32,7 @@
 // Only synchronous fs calls here: async ones run on libuv threadpool threads,
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
+import { setControllingTerminal } from './pty.js';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
@@ -102,6 +103,7 @@ function main(): never {
   }
 
   setsid();
+  if (spec.process.terminal) setControllingTerminal(0);
   const caps = capMask(spec.process.capabilities);
   dropBoundingSet(caps);
   process.setgroups!(user.groups);

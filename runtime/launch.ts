@@ -2,11 +2,14 @@
 // (step.ts): spawn the intermediate with a spec, relay what it reports, and
 // turn the end into Docker's exit code. One code path for both, as the
 // builder's RUN must behave exactly like `tsbuild run`.
-import { spawn, type StdioOptions } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import { stageScript } from './stages.js';
 import { STATUS_FD, readStatusMessages } from './spec.js';
+
+/** What fds 0-2 of the stages are: pipes to us, inherited, /dev/null, or an fd (a pty slave). */
+export type StdioSlot = 'pipe' | 'ignore' | 'inherit' | number;
 
 export interface LaunchHooks {
   /** Host pid of the container's PID 1 (init, soon the user's program). */
@@ -47,13 +50,13 @@ export interface Launched {
  */
 export async function launch(
   specPath: string,
-  stdio: [StdioOptions, StdioOptions, StdioOptions] | StdioOptions[],
+  stdio: StdioSlot[],
   hooks: LaunchHooks = {},
   opts: { detached?: boolean } = {},
 ): Promise<Launched> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const child = spawn(process.execPath, [stageScript('intermediate'), specPath], {
-    stdio: [...(stdio as StdioOptions[]).slice(0, 3), 'pipe'] as StdioOptions,
+    stdio: [...stdio.slice(0, 3), 'pipe'],
     detached: !!opts.detached,
   });
   let pid = 0;
