@@ -46,6 +46,8 @@ export interface ContainerConfig {
     Tty?: boolean;
     /** -i */
     OpenStdin?: boolean;
+    /** --init */
+    Init?: boolean;
   };
   HostConfig: {
     AutoRemove: boolean;

@@ -33,6 +33,7 @@
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
 import { setControllingTerminal } from './pty.js';
+import { runReaper } from './reaper.js';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
@@ -43,7 +44,7 @@ const SIGKILL = 9;
 
 const send = sendStatus;
 
-function main(): never {
+function main(): void {
   const specPath = process.argv[2];
   if (!specPath) throw new StageError('init: no spec given', 125);
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
@@ -119,6 +120,16 @@ function main(): never {
     } catch {
       /* fd not open: the program gets it closed, as it would from any parent */
     }
+  }
+  if (spec.process.init) {
+    // --init: we stay PID 1 as a reaper (reaper.ts); the program is our child.
+    try {
+      runReaper(file, spec.process.args, env);
+    } catch (e) {
+      throw execError(spec.process.args[0] ?? file, e as NodeJS.ErrnoException);
+    }
+    fs.closeSync(STATUS_FD); // started: the intermediate reads EOF, as after an execve
+    return;
   }
   resetSignals();
 

@@ -74,6 +74,8 @@ export interface RunOptions {
   interactive?: boolean;
   /** -t: a pseudo-terminal (pty.ts). */
   tty?: boolean;
+  /** --init: a reaper as PID 1 (reaper.ts). */
+  init?: boolean;
 }
 
 /** Parses --ulimit values (nofile=1024:2048, nproc=64, core=-1). */
@@ -245,6 +247,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
       WorkingDir: proc.cwd,
       Tty: !!opts.tty,
+      Init: !!opts.init,
       OpenStdin: !!opts.interactive,
       ...(image.config.config?.StopSignal ? { StopSignal: image.config.config.StopSignal } : {}),
     },
@@ -293,7 +296,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       snapshots,
       hostname,
       network,
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp, terminal: !!opts.tty },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp, terminal: !!opts.tty, init: !!opts.init },
       binds: mounts.binds,
       tmpfs: opts.tmpfs,
       readonlyRootfs: opts.readOnly,

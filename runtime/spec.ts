@@ -63,6 +63,8 @@ export interface InitSpec {
     capabilities: string[];
     /** --ulimit: RLIMIT name (nofile, nproc, ...) with soft and hard limits (-1 unlimited). */
     rlimits?: { name: string; soft: number; hard: number }[];
+    /** --init: PID 1 is a reaper that starts the program as its child (reaper.ts). */
+    init?: boolean;
     /** -t: fd 0 is a pty slave to make the controlling terminal (pty.ts). */
     terminal?: boolean;
     /** --security-opt no-new-privileges: setuid binaries and file caps grant nothing. */
