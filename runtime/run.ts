@@ -284,7 +284,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     let cgroupProcs: string[] = [];
     if (cgroup) {
       try {
-        cgroupProcs = createCgroups(cgroup, r);
+        cgroupProcs = createCgroups(cgroup, r, { allDevices: opts.privileged });
       } catch (e) {
         // Without limits asked for, a container can run without its own cgroup (e.g. no write access to them).
         if (wantsLimits) throw new RunError((e as Error).message, 125);
