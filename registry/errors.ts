@@ -84,11 +84,6 @@ function describeDetail(d: unknown): string {
       .filter(Boolean);
     return parts.join(', ');
   }
-  if (typeof d === 'object') {
-    const o = d as Record<string, unknown>;
-    if (typeof o.Name === 'string') return o.Name;
-    if (typeof o.Tag === 'string') return `tag ${o.Tag}`;
-  }
-  const s = JSON.stringify(d);
-  return s.length > 200 ? '' : s;
+  // Objects ({"Tag":…}, {"Name":…}, {"Digest":…}) repeat what the caller's message already names.
+  return '';
 }

@@ -59,7 +59,6 @@ export type RegistryResponse = Dispatcher.ResponseData & { url: URL };
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 const NETWORK_RETRY_CODES = new Set([
   'ECONNRESET',
-  'ECONNREFUSED',
   'EPIPE',
   'ETIMEDOUT',
   'EAI_AGAIN',
