@@ -242,6 +242,8 @@ export type FaultAction =
   | { kind: 'status'; status: number; headers?: Record<string, string>; body?: string }
   /** Forward, but cut the connection after this many body bytes. */
   | { kind: 'drop'; afterBytes: number }
+  /** Forward, but stop sending (connection left open) after this many body bytes. */
+  | { kind: 'stall'; afterBytes: number }
   /** Forward, flipping one byte of the body. */
   | { kind: 'corrupt' }
   /** Forward, but strip Range from the request (a registry without Range support). */
@@ -261,6 +263,7 @@ export interface ProxyLogEntry {
   url: string;
   range?: string;
   contentRange?: string;
+  authorization?: string;
   status: number;
   fault?: string;
   at: number;
@@ -288,6 +291,7 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
       url,
       range: req.headers.range,
       contentRange: req.headers['content-range'] as string | undefined,
+      authorization: req.headers.authorization,
       status: 0,
       fault: rule?.action.kind,
       at: Date.now(),
@@ -320,6 +324,17 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
             // Let the bytes reach the client, then cut the connection.
             setTimeout(() => res.socket?.destroy(), 20);
           }
+        });
+        return;
+      }
+      if (action?.kind === 'stall') {
+        let sent = 0;
+        ur.on('data', (c: Buffer) => {
+          if (sent >= action.afterBytes) return;
+          const part = c.subarray(0, action.afterBytes - sent);
+          sent += part.length;
+          res.write(part);
+          if (sent >= action.afterBytes) ur.destroy();
         });
         return;
       }
