@@ -242,7 +242,7 @@ const pullCmd: Command = {
       for (const n of names) {
         const r = parseReference(n);
         const view = new ProgressView(mode, ctx.stdout, PULL_WORDS);
-        if (mode !== 'quiet') out(ctx, `${r.digest ?? r.tag}: Pulling from ${familiarRepository(r).replace(/^[^/]*[.:][^/]*\//, '')}`);
+        if (mode !== 'quiet') out(ctx, `${r.digest ?? r.tag}: Pulling from ${r.path}`);
         const res = await pull(store, n, { ...opts, platform, onProgress: view.onProgress, signal });
         view.finish();
         if (mode !== 'quiet') {
