@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { bool, list, str, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
 import { out, type Command, type Context } from './command.js';
 import { humanSize } from './format.js';
-import { familiarName, familiarRepository, formatReference, parseReference, withTag } from '../image/reference.js';
+import { familiarName, familiarRepository, formatReference, parseReference, repositoryName, withTag } from '../image/reference.js';
 import { closeAgents, type ClientOptions } from '../registry/transport.js';
 import { pull, listTags } from '../registry/pull.js';
 import { pushImage } from '../registry/push.js';
@@ -258,25 +258,35 @@ const pullCmd: Command = {
 
 const pushCmd: Command = {
   name: 'push',
-  usage: 'push [OPTIONS] NAME[:TAG]',
+  usage: 'push [OPTIONS] NAME[:TAG] [DESTINATION]',
   description: 'Upload an image to a registry',
-  flags: [...progressFlags, ...transportFlags],
+  flags: [{ name: 'all-tags', short: 'a', type: 'bool', description: 'Push all tags of an image to the repository' }, ...progressFlags, ...transportFlags],
   minArgs: 1,
   maxArgs: 2,
   async run(a, ctx) {
-    // `push LOCAL REMOTE` is an extension (podman's form); `push NAME` is Docker's.
+    // `push LOCAL DESTINATION` is an extension (podman's form); `push NAME` is Docker's.
     const [local, remote] = a.positionals as [string, string | undefined];
     const dst = parseReference(remote ?? local);
     const opts = clientOptions(a);
     const mode = progressMode(a, ctx);
     const store = await ctx.store();
+    let pairs: [string, string | undefined][] = [[local, remote]];
+    if (bool(a, 'all-tags')) {
+      if (remote !== undefined || /:[\w][\w.-]*$/.test(local.slice(local.lastIndexOf('/')))) throw new UsageError('tag can\'t be used with --all-tags/-a');
+      const repo = repositoryName(dst);
+      const tags = Object.keys((await store.readIndex()).tags).filter((k) => k.slice(0, k.lastIndexOf(':')) === repo).sort();
+      if (tags.length === 0) throw new Error(`An image does not exist locally with the repository: ${familiarRepository(dst)}`);
+      pairs = tags.map((t) => [t, undefined]);
+    }
     return withInterrupt(async (signal) => {
       if (mode !== 'quiet') out(ctx, `The push refers to repository [${familiarRepository(dst)}]`);
-      const view = new ProgressView(mode, ctx.stdout, PUSH_WORDS);
-      const res = await pushImage(store, local, remote, { ...opts, onProgress: view.onProgress, signal });
-      view.finish();
-      if (mode === 'quiet') out(ctx, res.reference);
-      else out(ctx, `${res.tag ?? res.digest}: digest: ${res.digest} size: ${res.size}`);
+      for (const [l, r] of pairs) {
+        const view = new ProgressView(mode, ctx.stdout, PUSH_WORDS);
+        const res = await pushImage(store, l, r, { ...opts, onProgress: view.onProgress, signal });
+        view.finish();
+        if (mode === 'quiet') out(ctx, res.reference);
+        else out(ctx, `${res.tag ?? res.digest}: digest: ${res.digest} size: ${res.size}`);
+      }
       return 0;
     });
   },

@@ -170,6 +170,19 @@ describe('push and pull', () => {
     expect(withTag.code).toBe(125);
   });
 
+  it('push -a pushes every local tag of the repository', async () => {
+    for (const t of ['a', 'b']) expect((await runCli(src, ['tag', `${P}/app:1`, `${P}/alltags:${t}`])).code).toBe(0);
+    const r = await runCli(src, ['push', '-a', `${P}/alltags`]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^a: digest: sha256:[0-9a-f]{64} size: \d+$/m);
+    expect(r.out).toMatch(/^b: digest: sha256:[0-9a-f]{64} size: \d+$/m);
+    for (const t of ['a', 'b']) expect((await fetch(`http://${reg.host}/v2/alltags/manifests/${t}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).status).toBe(200);
+    expect((await runCli(src, ['push', '-a', `${P}/alltags:a`])).code).toBe(125);
+    const none = await runCli(src, ['push', '-a', `${P}/nothing`]);
+    expect(none.code).toBe(1);
+    expect(none.err).toContain(`An image does not exist locally with the repository: ${P}/nothing`);
+  });
+
   it('uploads a large blob in PATCH chunks with Content-Range and pulls it back intact', async () => {
     const tree = randomTree(dirs.make('tree'), 3 * 1024 * 1024 + 123);
     const imp = await runCli(src, ['import', tree, `${P}/big:1`]);
