@@ -5,7 +5,7 @@
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { bool, list, str, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
-import { out, type Command, type Context } from './command.js';
+import { ExitError, out, type Command, type Context } from './command.js';
 import { humanSize } from './format.js';
 import { familiarName, familiarRepository, formatReference, parseReference, repositoryName, withTag } from '../image/reference.js';
 import { closeAgents, type ClientOptions } from '../registry/transport.js';
@@ -203,6 +203,10 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
   process.once('SIGTERM', onSig);
   try {
     return await fn(ac.signal);
+  } catch (e) {
+    // Ctrl-C: the ingest files are gone by now; exit as a shell would report SIGINT.
+    if (ac.signal.aborted) throw new ExitError('interrupted', 130);
+    throw e;
   } finally {
     process.removeListener('SIGINT', onSig);
     process.removeListener('SIGTERM', onSig);

@@ -5,13 +5,14 @@
 // and a redirect to another host (no Authorization forwarded).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import type net from 'node:net';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { TempDirs } from './helpers.js';
 import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
-import { blobNames, randomTree, runCli, startFaultProxy, startRegistry, type FaultProxy, type RegistryServer } from './registry-harness.js';
+import { blobNames, CLI, randomTree, runCli, startFaultProxy, startRegistry, type FaultProxy, type RegistryServer } from './registry-harness.js';
 import { Store } from '../image/store.js';
 import { resolveImage } from '../image/images.js';
 import { pull } from '../registry/pull.js';
@@ -163,6 +164,28 @@ describe('pull through faults', () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/does not match its digest/);
     expect(snapshot(root)).toEqual(before);
+  });
+});
+
+describe('interrupt', () => {
+  it('Ctrl-C during a stalled download exits 130 and leaves no ingest file behind', async () => {
+    proxy.rules.push({ method: 'GET', path: new RegExp(`/blobs/${layer}$`), action: { kind: 'stall', afterBytes: 400_000 } });
+    const root = dirs.make('root');
+    const child = spawn('node', [CLI, '--root', root, 'pull', '--progress=plain', `${P}/big:1`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    // Wait until the blob is being downloaded (and stalled), with bytes in tmp/.
+    for (let i = 0; i < 200 && !(out.includes('Downloading') && readdirSync(path.join(root, 'tmp')).length > 0); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toContain('Downloading');
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(code).toBe(130);
+    expect(err.trim()).toBe('Error: interrupted');
+    expect(readdirSync(path.join(root, 'tmp'))).toEqual([]);
+    expect(blobNames(root)).toEqual([]);
   });
 });
 
