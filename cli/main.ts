@@ -16,6 +16,7 @@ const groups = {
   run: async () => (await import('./run.js')).runCommands,
   containers: async () => (await import('./containers.js')).containerCommands,
   volumes: async () => (await import('./volumes.js')).volumeCommands,
+  registry: async () => (await import('./registry.js')).registryCommands,
 } satisfies Record<string, () => Promise<Command[]>>;
 
 /** Which group holds each command. */
@@ -39,6 +40,11 @@ const commandGroups: Record<string, keyof typeof groups> = {
   kill: 'containers',
   wait: 'containers',
   volume: 'volumes',
+  pull: 'registry',
+  push: 'registry',
+  login: 'registry',
+  logout: 'registry',
+  copy: 'registry',
 };
 
 async function findCommand(name: string): Promise<Command | undefined> {
