@@ -233,4 +233,3 @@ describe('makeDebianBase (real debootstrap from the machine\'s mirror)', () => {
     expect(run.stdout.split('\n')).toEqual(['bookworm', '0', String(paragraphs), '/usr/bin/apt-get', '']);
   }, 300_000);
 });
-
