@@ -10,8 +10,9 @@ import { imageCommands } from './images.js';
 import { archiveCommands } from './archive.js';
 import { runCommands } from './run.js';
 import { containerCommands } from './containers.js';
+import { networkCommands } from './network.js';
 
-const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands];
+const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands, ...networkCommands];
 
 function mainHelp(): string {
   const lines = ['Usage:  tsbuild [OPTIONS] COMMAND', '', 'A daemonless container image builder, registry client and runtime', '', 'Commands:'];
