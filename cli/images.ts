@@ -8,6 +8,7 @@ import { applyChange } from '../builder/changes.js';
 import { importRootfs } from '../image/import.js';
 import { findImageDigest, loadImage, resolveImage, shortTag, splitTag, tagImage, tagKey, type StoredImage } from '../image/images.js';
 import { pruneSnapshots } from '../image/snapshots.js';
+import { pruneSteps } from '../runtime/step.js';
 import { NotFoundError, type Store } from '../image/store.js';
 import type { ImageConfig } from '../image/schemas.js';
 import { containersUsingImages, containerImageIds } from '../runtime/usage.js';
@@ -407,6 +408,7 @@ const pruneCmd: Command = {
     }
     const gc = await store.gc();
     const snaps = await pruneSnapshots(store, []);
+    await pruneSteps(store.root);
     out(ctx, `Total reclaimed space: ${humanSize(gc.freedBytes)}${snaps.removed ? ` (and ${snaps.removed} layer snapshot${snaps.removed === 1 ? '' : 's'})` : ''}`);
     return 0;
   },

@@ -10,9 +10,10 @@ import { imageCommands } from './images.js';
 import { archiveCommands } from './archive.js';
 import { runCommands } from './run.js';
 import { containerCommands } from './containers.js';
+import { volumeCommands } from './volumes.js';
 import { networkCommands } from './network.js';
 
-const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands, ...networkCommands];
+const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands, ...volumeCommands, ...networkCommands];
 
 function mainHelp(): string {
   const lines = ['Usage:  tsbuild [OPTIONS] COMMAND', '', 'A daemonless container image builder, registry client and runtime', '', 'Commands:'];
@@ -53,6 +54,23 @@ export async function main(argv: string[], io: { stdout: NodeJS.WritableStream; 
   if (!cmd) {
     io.stderr.write(`tsbuild: '${name}' is not a tsbuild command.\nSee 'tsbuild --help'\n`);
     return 1;
+  }
+  // A group (`volume ls`): the next argument names the subcommand.
+  if (cmd.subcommands) {
+    const group = cmd;
+    const subName = cmdArgs[0];
+    const sub = group.subcommands!.find((c) => c.name === subName);
+    if (!sub) {
+      const lines = [`Usage:  tsbuild ${group.usage}`, '', group.description, '', 'Commands:'];
+      for (const c of group.subcommands!) lines.push(`  ${c.name.padEnd(10)} ${c.description}`);
+      lines.push('', `Run 'tsbuild ${group.name} COMMAND --help' for more information on a command.`);
+      const help = subName === undefined || subName === '--help' || subName === '-h';
+      if (!help) io.stderr.write(`tsbuild: '${subName}' is not a tsbuild ${group.name} command.\n`);
+      (help ? io.stdout : io.stderr).write(lines.join('\n') + '\n');
+      return help ? 0 : 1;
+    }
+    cmd = { ...sub, name: `${group.name} ${sub.name}`, usage: `${group.name} ${sub.usage}` };
+    cmdArgs = cmdArgs.slice(1);
   }
   let storePromise: Promise<Store> | undefined;
   const ctx: Context = {
@@ -107,7 +125,9 @@ function invokedDirectly(): boolean {
   }
 }
 if (invokedDirectly()) {
-  main(process.argv.slice(2)).then(
+  // bin/tsbuild passes `--` first so Node 20 leaves our flags alone (see there).
+  const argv = process.argv.slice(2);
+  main(argv[0] === '--' ? argv.slice(1) : argv).then(
     (code) => {
       process.exitCode = code;
     },

@@ -1,6 +1,6 @@
 // `network create|ls|inspect|rm|connect|disconnect` and `port`: thin wrappers over runtime/network.
-import { helpText, list, parseArgs, str, bool, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
-import { out, type Command, type Context } from './command.js';
+import { list, str, bool } from './args.js';
+import { out, type Command } from './command.js';
 import { formatRows, renderTemplate, table } from './format.js';
 import { containerDir, findContainer, isRunning, readContainerConfig, readContainerState } from '../runtime/container.js';
 import {
@@ -17,19 +17,9 @@ import {
 import { findInRecords } from '../runtime/network/state.js';
 import path from 'node:path';
 
-interface Sub {
-  name: string;
-  usage: string;
-  description: string;
-  flags: FlagSpec[];
-  minArgs?: number;
-  maxArgs?: number;
-  run(a: ParsedArgs, ctx: Context): Promise<number>;
-}
-
-const create: Sub = {
+const create: Command = {
   name: 'create',
-  usage: 'network create [OPTIONS] NETWORK',
+  usage: 'create [OPTIONS] NETWORK',
   description: 'Create a network (its bridge device comes up with its first container)',
   minArgs: 1,
   maxArgs: 1,
@@ -57,9 +47,9 @@ const create: Sub = {
   },
 };
 
-const ls: Sub = {
+const ls: Command = {
   name: 'ls',
-  usage: 'network ls [OPTIONS]',
+  usage: 'ls [OPTIONS]',
   description: 'List networks',
   maxArgs: 0,
   flags: [
@@ -96,9 +86,9 @@ const ls: Sub = {
   },
 };
 
-const inspect: Sub = {
+const inspect: Command = {
   name: 'inspect',
-  usage: 'network inspect [OPTIONS] NETWORK [NETWORK...]',
+  usage: 'inspect [OPTIONS] NETWORK [NETWORK...]',
   description: 'Display detailed information on one or more networks',
   minArgs: 1,
   flags: [{ name: 'format', short: 'f', type: 'string', description: 'Format output using a template', arg: 'string' }],
@@ -123,9 +113,9 @@ const inspect: Sub = {
   },
 };
 
-const rm: Sub = {
+const rm: Command = {
   name: 'rm',
-  usage: 'network rm NETWORK [NETWORK...]',
+  usage: 'rm NETWORK [NETWORK...]',
   description: 'Remove one or more networks',
   minArgs: 1,
   flags: [],
@@ -145,9 +135,9 @@ const rm: Sub = {
   },
 };
 
-const connect: Sub = {
+const connect: Command = {
   name: 'connect',
-  usage: 'network connect [OPTIONS] NETWORK CONTAINER',
+  usage: 'connect [OPTIONS] NETWORK CONTAINER',
   description: 'Connect a running container to a network',
   minArgs: 2,
   maxArgs: 2,
@@ -178,9 +168,9 @@ const connect: Sub = {
   },
 };
 
-const disconnect: Sub = {
+const disconnect: Command = {
   name: 'disconnect',
-  usage: 'network disconnect [OPTIONS] NETWORK CONTAINER',
+  usage: 'disconnect [OPTIONS] NETWORK CONTAINER',
   description: 'Disconnect a container from a network',
   minArgs: 2,
   maxArgs: 2,
@@ -201,32 +191,14 @@ const disconnect: Sub = {
   },
 };
 
-const SUBS = [create, ls, inspect, rm, connect, disconnect];
-
 const network: Command = {
   name: 'network',
   usage: 'network COMMAND',
   description: 'Manage networks',
-  stopAtPositional: true,
-  minArgs: 1,
   flags: [],
-  async run(args, ctx) {
-    const [name, ...rest] = args.positionals;
-    const alias = name === 'list' ? 'ls' : name === 'remove' ? 'rm' : name;
-    const sub = SUBS.find((s) => s.name === alias);
-    if (!sub) throw new UsageError(`unknown network command "${name}" (commands: ${SUBS.map((s) => s.name).join(', ')})`);
-    const parsed = parseArgs(rest, [...sub.flags, { name: 'help', type: 'bool', description: 'Print usage', hidden: true }], { command: `network ${sub.name}` });
-    if (parsed.flags.help === true) {
-      out(ctx, helpText(sub.usage, sub.description, sub.flags));
-      return 0;
-    }
-    const n = parsed.positionals.length;
-    if (sub.minArgs !== undefined && n < sub.minArgs) throw new UsageError(`"tsbuild ${sub.usage.split(' [')[0]}" requires at least ${sub.minArgs} argument${sub.minArgs > 1 ? 's' : ''}.`);
-    if (sub.maxArgs !== undefined && n > sub.maxArgs) throw new UsageError(`"tsbuild ${sub.usage.split(' [')[0]}" accepts at most ${sub.maxArgs} argument${sub.maxArgs === 1 ? '' : 's'}.`);
-    return sub.run(parsed, ctx);
-  },
+  subcommands: [connect, create, disconnect, inspect, ls, rm],
+  run: async () => 1,
 };
-network.description = 'Manage networks (create, ls, inspect, rm, connect, disconnect)';
 
 /** `docker port` lines for bindings, optionally only PRIVATE_PORT[/PROTO]. */
 export function portLines(bindings: PortBinding[], filter?: string): string[] {

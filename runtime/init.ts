@@ -33,10 +33,10 @@
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
-import { enterRootfs, mountSpecialFilesystems } from './rootfs.js';
+import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
-import { execve, interfaceUp, prctl, PR_SET_PDEATHSIG, resetSignals, setCloexec, sethostname, setsid } from './syscalls.js';
+import { execve, interfaceUp, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
 
 const SIGKILL = 9;
 
@@ -64,7 +64,7 @@ function main(): never {
   }
 
   const binds = enterRootfs(spec);
-  mountSpecialFilesystems(binds);
+  mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
 
   sethostname(spec.hostname);
   if (spec.network === 'none') interfaceUp('lo');
@@ -74,8 +74,15 @@ function main(): never {
   if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
   const cwd = spec.process.cwd || '/';
   fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
+  if (spec.readonlyRootfs) makeRootReadonly();
   const file = lookPath(spec.process.args[0] ?? '', env);
   process.chdir(cwd);
+
+  for (const l of spec.process.rlimits ?? []) {
+    const n = RLIMITS[l.name];
+    if (n === undefined) throw new StageError(`invalid ulimit type: ${l.name}`, 125);
+    setrlimit(n, l.soft, l.hard);
+  }
 
   setsid();
   const caps = capMask(spec.process.capabilities);
@@ -85,6 +92,7 @@ function main(): never {
   process.setuid!(user.uid);
   if (user.uid === 0) setCapabilities(caps);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (spec.process.noNewPrivileges) prctl(PR_SET_NO_NEW_PRIVS, 1);
 
   for (const fd of [0, 1, 2]) {
     try {

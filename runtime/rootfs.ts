@@ -141,7 +141,7 @@ const MASKED_FILES = ['/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys',
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 /** Steps 6-7: the kernel filesystems, /dev, the bind mounts and masked paths, all inside the new root. */
-export function mountSpecialFilesystems(binds: ClonedBind[]): void {
+export function mountSpecialFilesystems(binds: ClonedBind[], opts: { tmpfs?: string[]; privileged?: boolean } = {}): void {
   mountDir('/proc');
   mount('proc', '/proc', 'proc', MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
@@ -160,7 +160,7 @@ export function mountSpecialFilesystems(binds: ClonedBind[]): void {
   mount('mqueue', '/dev/mqueue', 'mqueue', MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
   mountDir('/sys');
-  mount('sysfs', '/sys', 'sysfs', MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  mount('sysfs', '/sys', 'sysfs', (opts.privileged ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
   for (const { fd, isDir, bind } of binds) {
     if (isDir) mountDir(bind.target);
@@ -170,6 +170,12 @@ export function mountSpecialFilesystems(binds: ClonedBind[]): void {
     fs.closeSync(fd);
   }
 
+  for (const t of opts.tmpfs ?? []) {
+    mountDir(t);
+    mount('tmpfs', t, 'tmpfs', MS_NOSUID | MS_NODEV, 'mode=755');
+  }
+
+  if (opts.privileged) return;
   for (const p of MASKED_FILES) {
     let st: fs.Stats;
     try {
@@ -189,4 +195,12 @@ export function mountSpecialFilesystems(binds: ClonedBind[]): void {
     mount(p, p, null, MS_BIND | MS_REC);
     mount(null, p, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
   }
+}
+
+/**
+ * --read-only: called last (after the working dir is made), so every mount
+ * point could still be created; bind-mounted files and volumes keep their own flags.
+ */
+export function makeRootReadonly(): void {
+  mount(null, '/', null, MS_BIND | MS_REMOUNT | MS_RDONLY);
 }

@@ -15,11 +15,10 @@ import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeJsonAtomic } from '../image/atomic.js';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
-import { effectiveCapNames } from './capabilities.js';
+import { effectiveCapNames, privilegedCapNames } from './capabilities.js';
 import { processConfig, ConfigError } from './config.js';
 import {
   containerDir,
@@ -36,8 +35,12 @@ import {
 import { stageScript } from './stages.js';
 import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resources } from './cgroups.js';
 import { JsonLogWriter } from './logs.js';
-import { STATUS_FD, readStatusMessages, type InitSpec, type NetworkMode, type StatusMessage } from './spec.js';
-import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
+import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
+import { writeBundle } from './bundle.js';
+import { launch } from './launch.js';
+import { RLIMITS } from './syscalls.js';
+import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
+export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
   image: string;
@@ -56,6 +59,39 @@ export interface RunOptions {
   capDrop?: string[];
   /** -m, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit. */
   resources?: Resources;
+  /** -v host:ctr[:ro], name:ctr, /ctr */
+  volumes?: string[];
+  /** --tmpfs /path */
+  tmpfs?: string[];
+  readOnly?: boolean;
+  privileged?: boolean;
+  /** --security-opt (no-new-privileges[:true|false]) */
+  securityOpt?: string[];
+  /** --ulimit name=soft[:hard] */
+  ulimits?: string[];
+}
+
+/** Parses --ulimit values (nofile=1024:2048, nproc=64, core=-1). */
+export function parseUlimits(values: string[]): { name: string; soft: number; hard: number }[] {
+  return values.map((v) => {
+    const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(v);
+    if (!m) throw new RunError(`invalid ulimit argument: ${v} (want name=soft[:hard], e.g. nofile=1024:2048)`, 125);
+    if (RLIMITS[m[1]!] === undefined) throw new RunError(`invalid ulimit type: ${m[1]}`, 125);
+    const soft = Number(m[2]);
+    const hard = m[3] !== undefined ? Number(m[3]) : soft;
+    if (hard >= 0 && (soft < 0 || soft > hard)) throw new RunError(`ulimit soft limit must be less than or equal to hard limit: ${soft} > ${hard}`, 125);
+    return { name: m[1]!, soft, hard };
+  });
+}
+
+function noNewPrivileges(opts: string[]): boolean {
+  let on = false;
+  for (const o of opts) {
+    const m = /^no-new-privileges(?:[:=](true|false))?$/.exec(o);
+    if (!m) throw new RunError(`invalid --security-opt: ${o} (supported: no-new-privileges[:true|false])`, 125);
+    on = m[1] !== 'false';
+  }
+  return on;
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -70,29 +106,6 @@ export class RunError extends Error {
 
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 
-/** 128+N for a signal name, as shells and Docker report it. */
-export function signalExitCode(signal: string): number {
-  const n = (os.constants.signals as Record<string, number>)[signal];
-  return 128 + (n ?? 0);
-}
-
-async function etcFiles(dir: string, hostname: string, network: NetworkMode): Promise<{ hostname: string; hosts: string; resolvConf: string }> {
-  const files = { hostname: path.join(dir, 'hostname'), hosts: path.join(dir, 'hosts'), resolvConf: path.join(dir, 'resolv.conf') };
-  await fsp.writeFile(files.hostname, `${hostname}\n`, { mode: 0o644 });
-  let hosts: string;
-  if (network === 'host') {
-    hosts = await fsp.readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1\tlocalhost\n');
-  } else {
-    hosts = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', 'fe00::0\tip6-localnet', 'ff00::0\tip6-mcastprefix', 'ff02::1\tip6-allnodes', 'ff02::2\tip6-allrouters', ''].join('\n');
-  }
-  await fsp.writeFile(files.hosts, hosts, { mode: 0o644 });
-  // The host's resolv.conf, as Docker copies it (a later slice filters loopback
-  // nameservers for bridge networks, where they do not work).
-  const resolv = await fsp.readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-  await fsp.writeFile(files.resolvConf, resolv, { mode: 0o644 });
-  return files;
-}
-
 /**
  * Runs a container in the foreground (stdin/stdout/stderr inherited) and
  * returns its exit code. Throws
@@ -105,7 +118,7 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
   }
 }
 
@@ -119,7 +132,7 @@ export async function runDetached(store: Store, opts: RunOptions): Promise<strin
   try {
     await spawnMonitor(store.root, id, dir);
   } catch (e) {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e;
   }
   return id;
@@ -190,11 +203,21 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   }
   let capabilities: string[];
   try {
-    capabilities = effectiveCapNames(opts.capAdd, opts.capDrop);
+    capabilities = opts.privileged ? privilegedCapNames() : effectiveCapNames(opts.capAdd, opts.capDrop);
   } catch (e) {
     throw new RunError((e as Error).message, 125);
   }
+  const rlimits = parseUlimits(opts.ulimits ?? []);
+  const nnp = noNewPrivileges(opts.securityOpt ?? []);
+  for (const t of opts.tmpfs ?? []) if (!t.startsWith('/')) throw new RunError(`invalid --tmpfs ${t}: the path must be absolute`, 125);
   const snapshots = await ensureSnapshots(store, image);
+  let mounts;
+  try {
+    mounts = await resolveMounts(store, opts.volumes ?? [], Object.keys(image.config.config?.Volumes ?? {}));
+  } catch (e) {
+    if (e instanceof VolumeError) throw new RunError(e.message, 125);
+    throw e;
+  }
 
   const name = opts.name ?? randomName();
   const r = opts.resources ?? {};
@@ -229,7 +252,13 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       CpuShares: r.cpuShares ?? 0,
       CpusetCpus: r.cpusetCpus ?? '',
       PidsLimit: r.pidsLimit ?? 0,
+      Privileged: !!opts.privileged,
+      ReadonlyRootfs: !!opts.readOnly,
+      SecurityOpt: opts.securityOpt ?? [],
+      Tmpfs: Object.fromEntries((opts.tmpfs ?? []).map((t) => [t, ''])),
+      Ulimits: rlimits.map((l) => ({ Name: l.name, Soft: l.soft, Hard: l.hard })),
     },
+    Mounts: mounts.mounts,
     LogPath: path.join(containerDir(store.root, id), `${id}-json.log`),
     ...(cgroup ? { Cgroup: cgroup } : {}),
   };
@@ -237,6 +266,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   try {
     dir = await createContainer(store, config);
   } catch (e) {
+    await removeAnonymousVolumes(store.root, mounts.mounts);
     throw new RunError((e as Error).message, 125);
   }
 
@@ -251,37 +281,20 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
         await removeCgroups(cgroup).catch(() => {});
       }
     }
-    const rel = (p: string) => path.relative(store.root, p);
-    for (const d of ['upper', 'work', 'rootfs']) await fsp.mkdir(path.join(dir, d), { mode: 0o755 });
-    let lowers = snapshots.map(rel).reverse();
-    if (lowers.length === 0) {
-      // An image with no layers (FROM scratch + metadata): overlay needs one lower.
-      await fsp.mkdir(path.join(dir, 'empty'), { mode: 0o755 });
-      lowers = [rel(path.join(dir, 'empty'))];
-    }
-    const etc = await etcFiles(dir, hostname, network);
-    const spec: InitSpec = {
-      version: 1,
+    await writeBundle(store.root, dir, {
       id,
-      storeRoot: store.root,
-      lowerDirs: lowers,
-      upperDir: rel(path.join(dir, 'upper')),
-      workDir: rel(path.join(dir, 'work')),
-      rootfs: rel(path.join(dir, 'rootfs')),
+      snapshots,
       hostname,
       network,
-      namespaces: CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (network === 'none' ? CLONE_NEWNET : 0),
-      binds: [
-        { source: etc.hostname, target: '/etc/hostname', readonly: false },
-        { source: etc.hosts, target: '/etc/hosts', readonly: false },
-        { source: etc.resolvConf, target: '/etc/resolv.conf', readonly: false },
-      ],
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp },
+      binds: mounts.binds,
+      tmpfs: opts.tmpfs,
+      readonlyRootfs: opts.readOnly,
+      privileged: opts.privileged,
       cgroupProcs,
-    };
-    await writeJsonAtomic(path.join(dir, 'spec.json'), spec, 0o600);
+    });
   } catch (e) {
-    await removeContainer(store.root, id, { force: true }).catch(() => {});
+    await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
   }
   return { id, dir };
@@ -293,37 +306,43 @@ export type SuperviseMode =
   /** The monitor of `run -d`: stdout/stderr into a json-file log; onStarted once exec'd (or failed). */
   | { foreground?: false; logPath: string; onStarted(error?: { code: number; message: string }): void };
 
+
 /**
- * Spawns the intermediate, records the container's state as it goes
- * (pid + start time, running, exit code, OOMKilled), removes its cgroup
- * after the exit; returns the exit code and, when the program could not be
- * started, the message.
+ * Runs the container's stages (launch.ts), recording its state as it goes
+ * (pid + start time, running, exit code, OOMKilled), removes its cgroup after
+ * the exit; returns the exit code and, when the program could not be started,
+ * the message.
  */
 export async function superviseContainer(root: string, id: string, dir: string, mode: SuperviseMode): Promise<{ code: number; message: string }> {
-  await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const config = await readContainerConfig(root, id);
   // Who will record the exit, known before anything starts: `wait` and `ps`
   // use it to tell "starting" from "its recorder died".
   const me = { MonitorPid: process.pid, MonitorStartTime: procStartTime(process.pid) ?? 0 };
   const initial = await readContainerState(root, id);
   if (initial) await writeContainerState(root, id, { ...initial, ...me });
-  const child = spawn(process.execPath, [stageScript('intermediate'), path.join(dir, 'spec.json')], {
-    stdio: mode.foreground ? ['inherit', 'inherit', 'inherit', 'pipe'] : ['ignore', 'pipe', 'pipe', 'pipe'],
-  });
-  const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
-  if (log) {
-    child.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
-    child.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
-  }
+
   let startedReported = false;
   const reportStarted = (err?: { code: number; message: string }) => {
     if (mode.foreground || startedReported) return;
     startedReported = true;
     mode.onStarted(err);
   };
-  let pid = 0;
+  let stateWrite: Promise<void> = Promise.resolve();
+  const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
+    stateWrite = stateWrite.then(async () => {
+      const s = await readContainerState(root, id);
+      if (!s) return;
+      fn(s);
+      await writeContainerState(root, id, s).catch(() => {
+        /* removed under us (rm -f) */
+      });
+    });
+  };
+
   let pending: NodeJS.Signals[] = [];
+  let pidNow = () => 0;
   const forward = (sig: NodeJS.Signals) => {
+    const pid = pidNow();
     if (!pid) {
       pending.push(sig);
       return;
@@ -340,71 +359,42 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     return [sig, h] as const;
   });
 
-  let error: { code: number; message: string } | undefined;
-  let exit: { code: number | null; signal: string | null } | undefined;
-  let stateWrite: Promise<void> = Promise.resolve();
-  const updateState = (fn: (s: NonNullable<Awaited<ReturnType<typeof readContainerState>>>) => void) => {
-    stateWrite = stateWrite.then(async () => {
-      const s = await readContainerState(root, id);
-      if (!s) return;
-      fn(s);
-      await writeContainerState(root, id, s).catch(() => {
-        /* removed under us (rm -f) */
-      });
-    });
-  };
-
-  const done = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve(code));
-  });
-  const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
-  readStatusMessages(status, (msg) => {
-    if (msg.type === 'pid') {
-      pid = msg.pid;
-      const startTime = procStartTime(pid) ?? 0;
-      updateState((s) => {
-        s.Pid = msg.pid;
-        s.PidStartTime = startTime;
-        s.MonitorPid = process.pid;
-        s.MonitorStartTime = procStartTime(process.pid) ?? 0;
-      });
-      for (const sig of pending.splice(0)) forward(sig);
-    } else if (msg.type === 'exec') {
-      updateState((s) => {
-        s.Status = 'running';
-        s.Running = true;
-        s.StartedAt = new Date().toISOString();
-      });
-      void stateWrite.then(() => reportStarted());
-    } else if (msg.type === 'error') {
-      error = { code: msg.code, message: msg.message };
-      reportStarted(error);
-    } else if (msg.type === 'exit') {
-      exit = { code: msg.code, signal: msg.signal };
-    }
-  });
-
-  let intermediateCode: number | null;
+  let result: { code: number; message: string };
   try {
-    intermediateCode = await done;
+    const launched = await launch(path.join(dir, 'spec.json'), mode.foreground ? ['inherit', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'], {
+      onPid(pid) {
+        const startTime = procStartTime(pid) ?? 0;
+        updateState((s) => {
+          s.Pid = pid;
+          s.PidStartTime = startTime;
+          Object.assign(s, me);
+        });
+        for (const sig of pending.splice(0)) forward(sig);
+      },
+      onExec() {
+        updateState((s) => {
+          s.Status = 'running';
+          s.Running = true;
+          s.StartedAt = new Date().toISOString();
+        });
+        void stateWrite.then(() => reportStarted());
+      },
+      onError: (err) => reportStarted(err),
+    });
+    pidNow = launched.pid;
+    const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
+    if (log) {
+      launched.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
+      launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
+    }
+    result = await launched.done;
+    await log?.close();
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     pending = [];
   }
 
-  await log?.close();
-  let code: number;
-  let message = '';
-  if (error) {
-    code = error.code;
-    message = error.message;
-  } else if (exit) {
-    code = exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125);
-  } else {
-    code = 125;
-    message = `container runtime failed (intermediate exited with ${intermediateCode})`;
-  }
+  const { code, message } = result;
   reportStarted(message ? { code, message } : undefined);
   // Read the OOM count before the cgroup goes; the SIGKILL itself gave 137.
   const oomKilled = oomKillCount(config.Cgroup) > 0;

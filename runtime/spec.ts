@@ -37,6 +37,12 @@ export interface InitSpec {
   /** CLONE_NEW* flags the intermediate unshares (everything but the mount namespace, see intermediate.ts). */
   namespaces: number;
   binds: BindSpec[];
+  /** Container paths to mount a fresh tmpfs on (RUN --mount=type=tmpfs, --tmpfs). */
+  tmpfs?: string[];
+  /** --privileged: no masked or read-only /proc paths, /sys read-write (capabilities come in process.capabilities). */
+  privileged?: boolean;
+  /** --read-only: the root is remounted read-only once everything is mounted. */
+  readonlyRootfs?: boolean;
   /** cgroup.procs files init writes "0" (itself) into before anything else (cgroups.ts). */
   cgroupProcs?: string[];
   process: {
@@ -47,6 +53,10 @@ export interface InitSpec {
     user: string;
     /** Capability names (CAP_*) the program keeps: bounding set, and effective/permitted for uid 0. */
     capabilities: string[];
+    /** --ulimit: RLIMIT name (nofile, nproc, ...) with soft and hard limits (-1 unlimited). */
+    rlimits?: { name: string; soft: number; hard: number }[];
+    /** --security-opt no-new-privileges: setuid binaries and file caps grant nothing. */
+    noNewPrivileges?: boolean;
   };
 }
 

@@ -280,9 +280,12 @@ describe('run: rootfs and cleanup', () => {
     // A deleted lower file is an overlay whiteout (0:0 char device) in the upper dir.
     expect((await fsp.lstat(path.join(dir, 'upper', 'etc', 'group'))).isCharacterDevice()).toBe(true);
     // /etc/hosts is bind-mounted from the container dir: writes land there, not in the upper dir
-    // (which only has the empty mount-point file, as the image had no /etc/hosts).
+    // The image has no /etc/hosts: its empty mount point sits in the init layer, so the upper dir
+    // (what `commit` and build steps turn into a layer) holds only the user's changes.
     expect(readFileSync(path.join(dir, 'hosts'), 'utf8')).toContain('10.0.0.9 db');
-    expect(readFileSync(path.join(dir, 'upper', 'etc', 'hosts'), 'utf8')).toBe('');
+    expect(existsSync(path.join(dir, 'upper', 'etc', 'hosts'))).toBe(false);
+    expect(readFileSync(path.join(dir, 'init', 'etc', 'hosts'), 'utf8')).toBe('');
+    expect((await fsp.readdir(path.join(dir, 'upper'))).sort()).toEqual(['created.txt', 'etc']);
     expect(mountsUnderRoot()).toEqual([]);
 
     expect((await tsbuild(['run', '--name', 'writer', 'busybox', 'true'])).stderr).toContain('is already in use');
