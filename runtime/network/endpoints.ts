@@ -31,7 +31,7 @@ import { deleteTagged, endpointTag, networkTag, portRules, removeBaseChainsIfUnu
 import { reservePorts, type PortBinding, type PortSpec, type Reservation } from './ports.js';
 import { ensurePredefinedLocked } from './networks.js';
 import { findInRecords, listNetworkRecords, networkFile, withNetworkLock, writeNetworkRecord, type Endpoint, type NetworkRecord, type Owner } from './state.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 export interface NetworkAttachment {
   /** Network name or id ("bridge" = the default network). */
@@ -70,8 +70,19 @@ export interface AttachedContainer {
   closePorts(): void;
 }
 
+/**
+ * Whether the owning process still runs: same pid and start time (pids are
+ * reused), and not a zombie (killed but not yet reaped by its parent, which
+ * for a monitor whose CLI exited is whoever inherited it).
+ */
 export function ownerAlive(o: Owner): boolean {
-  return procStartTime(o.Pid) === o.StartTime;
+  if (procStartTime(o.Pid) !== o.StartTime) return false;
+  try {
+    const stat = readFileSync(`/proc/${o.Pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 export function selfOwner(): Owner {
@@ -305,8 +316,20 @@ export async function pruneStaleLocked(root: string): Promise<void> {
   if (affected.size) await refreshHostsLocked(root, affected);
 }
 
-/** pruneStaleLocked under the lock (any tsbuild command may call it). */
+/** Whether pruneStaleLocked would find anything (no lock, no process spawned: cheap enough for every command). */
+export async function hasStale(root: string): Promise<boolean> {
+  const records = await listNetworkRecords(root);
+  for (const rec of records) {
+    const eps = Object.values(rec.Endpoints);
+    if (eps.some((ep) => !ownerAlive(ep.Owner))) return true;
+    if (eps.length === 0 && isActive(root, rec)) return true;
+  }
+  return tsbuildLinks().some((l) => !existsSync(networkFile(l.root, l.networkId)));
+}
+
+/** pruneStaleLocked under the lock, when there is something to prune (any tsbuild command may call it). */
 export async function pruneStale(root: string): Promise<void> {
+  if (!(await hasStale(root))) return;
   await withNetworkLock(() => pruneStaleLocked(root));
 }
 

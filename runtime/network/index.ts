@@ -4,3 +4,6 @@ export { createNetwork, findNetwork, listNetworks, networkInspect, removeNetwork
 export { containerResolvConf, hostsContent, HOSTS_BASE } from './hosts.js';
 export { exposedToSpec, formatPorts, parsePublish, PortAllocatedError, type PortBinding, type PortSpec } from './ports.js';
 export { NetworkNotFoundError, type Endpoint, type NetworkRecord } from './state.js';
+export { networkSettings, portsText, publishedPorts } from './settings.js';
+export { startContainerNetwork, gatePath, type ContainerNetwork, type ContainerNetworkOptions } from './sync.js';
+export { attachmentsFromConfig, runNetworkConfig, type RunNetworkFlags } from './config.js';
