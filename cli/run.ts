@@ -16,6 +16,9 @@ const run: Command = {
   flags: [
     { name: 'rm', type: 'bool', description: 'Automatically remove the container when it exits' },
     { name: 'detach', short: 'd', type: 'bool', description: 'Run container in background and print container ID' },
+    { name: 'interactive', short: 'i', type: 'bool', description: 'Keep STDIN open even if not attached' },
+    { name: 'tty', short: 't', type: 'bool', description: 'Allocate a pseudo-TTY' },
+    { name: 'init', type: 'bool', description: 'Run an init inside the container that forwards signals and reaps processes' },
     { name: 'memory', short: 'm', type: 'string', description: 'Memory limit', arg: 'bytes' },
     { name: 'memory-swap', type: 'string', description: "Swap limit equal to memory plus swap: '-1' to enable unlimited swap", arg: 'bytes' },
     { name: 'cpus', type: 'string', description: 'Number of CPUs', arg: 'decimal' },
@@ -43,6 +46,9 @@ const run: Command = {
     const network = str(args, 'network') ?? 'none';
     if (network !== 'none' && network !== 'host') throw new UsageError(`network "${network}" is not supported yet (use none or host)`);
     const [image, ...cmd] = args.positionals;
+    if (bool(args, 'tty') && bool(args, 'interactive') && !bool(args, 'detach') && !process.stdin.isTTY) {
+      throw new ExitError('the input device is not a TTY', 1);
+    }
     const resources = parseResources(args);
     try {
       const opts: RunOptions = {
@@ -57,6 +63,9 @@ const run: Command = {
         privileged: bool(args, 'privileged'),
         securityOpt: list(args, 'security-opt'),
         ulimits: list(args, 'ulimit'),
+        interactive: bool(args, 'interactive') && !bool(args, 'detach'),
+        tty: bool(args, 'tty'),
+        init: bool(args, 'init'),
         workdir: str(args, 'workdir'),
         hostname: str(args, 'hostname'),
         entrypoint: str(args, 'entrypoint'),

@@ -42,6 +42,12 @@ export interface ContainerConfig {
     WorkingDir: string;
     /** The image's STOPSIGNAL (`stop` sends it, default SIGTERM). */
     StopSignal?: string;
+    /** -t */
+    Tty?: boolean;
+    /** -i */
+    OpenStdin?: boolean;
+    /** --init */
+    Init?: boolean;
   };
   HostConfig: {
     AutoRemove: boolean;

@@ -80,6 +80,12 @@ export function enterRootfs(spec: InitSpec): ClonedBind[] {
   chdir(spec.storeRoot);
   mount('overlay', spec.rootfs, 'overlay', 0, overlayOptions(spec));
   const binds = spec.binds.map((bind) => ({ fd: openTreeClone(bind.source), isDir: fs.statSync(bind.source).isDirectory(), bind }));
+  // -t: our fd 0 is the host's pty slave; bound on /dev/console it gives the
+  // terminal a name inside the container (ttyname() finds it there).
+  if (spec.process.terminal) {
+    const slave = fs.readlinkSync('/proc/self/fd/0');
+    binds.push({ fd: openTreeClone(slave), isDir: false, bind: { source: slave, target: '/dev/console', readonly: false } });
+  }
   chdir(spec.rootfs);
   pivotRoot('.', '.');
   umount2('.', MNT_DETACH);

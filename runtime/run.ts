@@ -12,7 +12,7 @@
 // Exit code, as `docker run`: the program's own; 128+N if a signal N killed
 // it; 126 cannot execute; 127 not found; 125 when tsbuild itself failed.
 import { spawn } from 'node:child_process';
-import { promises as fsp, constants as fsConstants } from 'node:fs';
+import { closeSync, promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { resolveImage } from '../image/images.js';
@@ -37,7 +37,8 @@ import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resour
 import { JsonLogWriter } from './logs.js';
 import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
 import { writeBundle } from './bundle.js';
-import { launch } from './launch.js';
+import { launch, type StdioSlot } from './launch.js';
+import { attachTerminal, openPty } from './pty.js';
 import { RLIMITS } from './syscalls.js';
 import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
 export { signalExitCode } from './launch.js';
@@ -69,6 +70,12 @@ export interface RunOptions {
   securityOpt?: string[];
   /** --ulimit name=soft[:hard] */
   ulimits?: string[];
+  /** -i: attach stdin (without it the program reads EOF, as with docker run). */
+  interactive?: boolean;
+  /** -t: a pseudo-terminal (pty.ts). */
+  tty?: boolean;
+  /** --init: a reaper as PID 1 (reaper.ts). */
+  init?: boolean;
 }
 
 /** Parses --ulimit values (nofile=1024:2048, nproc=64, core=-1). */
@@ -114,7 +121,7 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIG
 export async function runContainer(store: Store, opts: RunOptions): Promise<number> {
   const { id, dir } = await prepareContainer(store, opts);
   try {
-    const r = await superviseContainer(store.root, id, dir, { foreground: true });
+    const r = await superviseContainer(store.root, id, dir, { foreground: true, interactive: !!opts.interactive });
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {
@@ -239,6 +246,9 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       Cmd: proc.cmd.length ? proc.cmd : null,
       Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
       WorkingDir: proc.cwd,
+      Tty: !!opts.tty,
+      Init: !!opts.init,
+      OpenStdin: !!opts.interactive,
       ...(image.config.config?.StopSignal ? { StopSignal: image.config.config.StopSignal } : {}),
     },
     HostConfig: {
@@ -286,7 +296,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       snapshots,
       hostname,
       network,
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp, terminal: !!opts.tty, init: !!opts.init },
       binds: mounts.binds,
       tmpfs: opts.tmpfs,
       readonlyRootfs: opts.readOnly,
@@ -302,7 +312,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
 
 export type SuperviseMode =
   /** `tsbuild run`: stdio inherited, terminal signals forwarded to the container. */
-  | { foreground: true }
+  | { foreground: true; interactive: boolean }
   /** The monitor of `run -d`: stdout/stderr into a json-file log; onStarted once exec'd (or failed). */
   | { foreground?: false; logPath: string; onStarted(error?: { code: number; message: string }): void };
 
@@ -361,7 +371,14 @@ export async function superviseContainer(root: string, id: string, dir: string, 
 
   let result: { code: number; message: string };
   try {
-    const launched = await launch(path.join(dir, 'spec.json'), mode.foreground ? ['inherit', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'], {
+    // -t: the program's stdio is a pty slave; we relay the master (pty.ts).
+    const pty = config.Config.Tty ? openPty() : undefined;
+    const stdio: StdioSlot[] = pty
+      ? [pty.slave, pty.slave, pty.slave]
+      : mode.foreground
+        ? [mode.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']
+        : ['ignore', 'pipe', 'pipe'];
+    const launched = await launch(path.join(dir, 'spec.json'), stdio, {
       onPid(pid) {
         const startTime = procStartTime(pid) ?? 0;
         updateState((s) => {
@@ -383,11 +400,24 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     });
     pidNow = launched.pid;
     const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
-    if (log) {
+    let terminal: ReturnType<typeof attachTerminal> | undefined;
+    if (pty) {
+      closeSync(pty.slave);
+      terminal = attachTerminal(pty, {
+        stdin: mode.foreground && mode.interactive ? process.stdin : undefined,
+        stdout: log ? { write: (b: Buffer) => log.write('stdout', b) } as unknown as NodeJS.WritableStream : process.stdout,
+      });
+    } else if (log) {
       launched.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
       launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
     }
     result = await launched.done;
+    if (terminal) {
+      // Output still in the pty after the exit; every slave fd is closed once
+      // the container's last process is gone, which ends the relay.
+      await Promise.race([terminal.done, new Promise((r) => setTimeout(r, 2000))]);
+      terminal.detach();
+    }
     await log?.close();
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);

@@ -19,6 +19,7 @@ const koffi = require('koffi') as typeof import('koffi');
 
 // ---- constants (linux/sched.h, linux/mount.h, linux/prctl.h) -------------------
 
+export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWCGROUP = 0x02000000;
 export const CLONE_NEWUTS = 0x04000000;

@@ -118,6 +118,22 @@ describe('hardening and limits', () => {
   });
 });
 
+describe('--init', () => {
+  it('PID 1 is a reaper: the program is its child, orphans are reaped, the exit code and signals pass through', async () => {
+    const r = await run('--init', 'busybox', 'sh', '-c', 'echo $$; for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5; ps -o stat= | grep -c Z; exit 5');
+    expect(r.code).toBe(5);
+    const [pid, zombies] = r.stdout.split('\n');
+    expect(Number(pid)).toBeGreaterThan(1);
+    expect(zombies).toBe('0');
+    expect((await run('--init', 'busybox', 'no-such-program')).code).toBe(127);
+    expect((await tsbuild(['run', '-d', '--init', '--name', 'ini', 'busybox', 'sh', '-c', 'trap "exit 7" TERM; while true; do sleep 0.1; done'])).code).toBe(0);
+    await new Promise((res) => setTimeout(res, 500));
+    expect((await tsbuild(['stop', '-t', '5', 'ini'])).code).toBe(0);
+    expect((await tsbuild(['inspect', '--format', '{{.State.ExitCode}}', 'ini'])).stdout.trim()).toBe('7');
+    expect((await tsbuild(['rm', 'ini'])).code).toBe(0);
+  });
+});
+
 it('leaves no container behind', async () => {
   mkdirSync(path.join(root, 'containers'), { recursive: true });
   expect(readdirSync(path.join(root, 'containers'))).toEqual([]);
