@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import { ip, ipBatch, isNoSuchDevice } from './exec.js';
 import { candidateSubnets, contains, formatIPv4, formatSubnet, overlaps, parseIPv4, parseSubnet, type Subnet } from './ipv4.js';
-import { deleteTagged, ensureBaseChains, networkRules, networkTag, readRuleset, removeBaseChainsIfUnused, restore } from './iptables.js';
+import { baseChainLines, deleteTagged, networkRules, networkTag, readRuleset, restore } from './iptables.js';
 import { nameservers } from './hosts.js';
 import type { NetworkRecord } from './state.js';
 
@@ -179,22 +179,30 @@ async function finishActivation(rec: NetworkRecord, dev: string): Promise<void> 
   writeSysctl(`/proc/sys/net/ipv4/conf/${dev}/route_localnet`, '1');
   // Outbound traffic and published ports are routed: forwarding must be on (as Docker; never switched back off, see README).
   writeSysctl('/proc/sys/net/ipv4/ip_forward', '1');
+  // Chains, jumps and this network's rules in one iptables-restore.
   const rs = await readRuleset();
-  await ensureBaseChains(rs);
   const tag = networkTag(rec.Id);
   const want = networkRules(rec.Id, dev, rec.Subnet!);
   const have = rs.rules.filter((r) => r.line.includes(`"${tag}"`));
-  if (have.length === want.filter.length + want.nat.length) return;
-  if (have.length) await deleteTagged((c) => c === tag, rs);
-  await restore(want);
+  if (have.length === want.filter.length + want.nat.length) {
+    await restore(baseChainLines(rs));
+    return;
+  }
+  if (have.length) await deleteTagged((c) => c === tag, { rs });
+  const base = baseChainLines(rs);
+  await restore({ filter: [...base.filter, ...want.filter], nat: [...base.nat, ...want.nat] });
 }
 
-/** Removes the network's rules and its bridge (only a bridge carrying this network's alias); idempotent. */
-export async function deactivate(root: string, rec: NetworkRecord): Promise<void> {
-  await deleteTagged((c) => c === networkTag(rec.Id));
+/**
+ * Removes the network's rules and its bridge (only a bridge carrying this
+ * network's alias), and the chains when it was the last network on the host;
+ * idempotent. extraTag: an endpoint's rules to delete in the same pass.
+ */
+export async function deactivate(root: string, rec: NetworkRecord, extraTag?: string): Promise<void> {
+  const tag = networkTag(rec.Id);
+  await deleteTagged((c) => c === tag || c === extraTag, { dropBaseIfUnused: true });
   const dev = rec.Bridge;
   if (dev && linkExists(dev) && linkAlias(dev) === ownerAlias(root, rec.Id)) await deleteBridge(dev);
-  await removeBaseChainsIfUnused();
 }
 
 /** Deletes a bridge and the veths still enslaved to it (ours: only tsbuild attaches ports to its bridges). */

@@ -234,12 +234,19 @@ async function teardownEndpointLocked(root: string, networkId: string, container
       if (!isNoSuchDevice(e)) throw e;
     });
   }
-  await deleteTagged((c) => c === endpointTag(networkId, containerId));
+  const tag = endpointTag(networkId, containerId);
+  const last = Object.keys(rec.Endpoints).filter((c) => c !== containerId).length === 0;
+  if (last && isActive(root, rec)) {
+    // The network goes down with it: endpoint and network rules in one pass.
+    await deactivate(root, rec, tag);
+  } else if (!ep || ep.Ports.length) {
+    // Only published ports have endpoint rules (recorded before they are added); unknown endpoint: look anyway.
+    await deleteTagged((c) => c === tag);
+  }
   if (ep) {
     delete rec.Endpoints[containerId];
     await writeNetworkRecord(root, rec);
   }
-  if (Object.keys(rec.Endpoints).length === 0 && isActive(root, rec)) await deactivate(root, rec);
   return rec;
 }
 

@@ -108,9 +108,8 @@ export async function restore(byTable: { filter?: string[]; nat?: string[] }): P
 
 const jumpLine = (b: BaseChain) => `-A ${b.from!.chain} ${b.from!.match ? b.from!.match + ' ' : ''}-j ${b.chain}`;
 
-/** Creates the TSBUILD-* chains and the jumps into them where missing (a no-op when all are there). */
-export async function ensureBaseChains(rs?: Ruleset): Promise<void> {
-  rs ??= await readRuleset();
+/** The lines that create the TSBUILD-* chains and the jumps into them where missing (none when all are there). */
+export function baseChainLines(rs: Ruleset): { filter: string[]; nat: string[] } {
   const add: { filter: string[]; nat: string[] } = { filter: [], nat: [] };
   const declared = new Set<string>();
   for (const b of BASE) {
@@ -131,7 +130,12 @@ export async function ensureBaseChains(rs?: Ruleset): Promise<void> {
   }
   // Chain declarations must come before the rules that use them.
   for (const t of ['filter', 'nat'] as const) add[t].sort((a, b) => Number(b.startsWith(':')) - Number(a.startsWith(':')));
-  await restore(add);
+  return add;
+}
+
+/** Creates the TSBUILD-* chains and the jumps into them where missing (a no-op when all are there). */
+export async function ensureBaseChains(rs?: Ruleset): Promise<void> {
+  await restore(baseChainLines(rs ?? (await readRuleset())));
 }
 
 /** iptables-save spells matches its own way (-m tcp added, quotes); compare on tokens without the implicit ones. */
@@ -139,14 +143,8 @@ function normalize(line: string): string {
   return tokenize(line).join(' ');
 }
 
-/**
- * Removes the chains and jumps when no network rule is left in them (the
- * last tsbuild network on the host went away). Returns whether it did.
- */
-export async function removeBaseChainsIfUnused(rs?: Ruleset): Promise<boolean> {
-  rs ??= await readRuleset();
-  const ours = rs.rules.filter((r) => r.line.split(' ')[1]!.startsWith(CHAIN_PREFIX));
-  if (ours.some((r) => normalize(r.line) !== normalize(ISOLATION_JUMP))) return false;
+/** The lines that remove the chains and the jumps into them. */
+function baseRemovalLines(rs: Ruleset): { filter: string[]; nat: string[] } {
   const del: { filter: string[]; nat: string[] } = { filter: [], nat: [] };
   for (const r of rs.rules) {
     const t = tokenize(r.line);
@@ -159,25 +157,47 @@ export async function removeBaseChainsIfUnused(rs?: Ruleset): Promise<boolean> {
     for (const c of mine) del[t].push(`-F ${c}`);
     for (const c of mine) del[t].push(`-X ${c}`);
   }
-  await restore(del);
-  return true;
+  return del;
 }
 
-/** Deletes every rule in a TSBUILD-* chain whose comment satisfies match. */
-export async function deleteTagged(match: (comment: string) => boolean, rs?: Ruleset): Promise<number> {
-  rs ??= await readRuleset();
+/** Whether the TSBUILD-* chains hold nothing but the fixed isolation jump (no network is active on the host). */
+function onlyBaseLeft(rules: Rule[]): boolean {
+  return rules.filter((r) => r.line.split(' ')[1]!.startsWith(CHAIN_PREFIX)).every((r) => normalize(r.line) === normalize(ISOLATION_JUMP));
+}
+
+/**
+ * Deletes every rule in a TSBUILD-* chain whose comment satisfies match,
+ * from one iptables-save and with one iptables-restore. With dropBaseIfUnused,
+ * the chains and the jumps into them go too when nothing else is left in them
+ * (the last tsbuild network on the host went away). Idempotent.
+ */
+export async function deleteTagged(match: (comment: string) => boolean, opts: { dropBaseIfUnused?: boolean; rs?: Ruleset } = {}): Promise<number> {
+  const rs = opts.rs ?? (await readRuleset());
   const del: { filter: string[]; nat: string[] } = { filter: [], nat: [] };
+  const kept: Rule[] = [];
   let n = 0;
   for (const r of rs.rules) {
-    if (!r.line.split(' ')[1]!.startsWith(CHAIN_PREFIX)) continue;
-    const c = commentOf(r.line);
+    const c = r.line.split(' ')[1]!.startsWith(CHAIN_PREFIX) ? commentOf(r.line) : undefined;
     if (c !== undefined && match(c)) {
       del[r.table].push(r.line.replace(/^-A /, '-D '));
       n++;
-    }
+    } else kept.push(r);
+  }
+  if (opts.dropBaseIfUnused && [...rs.chains.values()].some((cs) => [...cs].some((c) => c.startsWith(CHAIN_PREFIX))) && onlyBaseLeft(kept)) {
+    const base = baseRemovalLines({ chains: rs.chains, rules: kept });
+    del.filter.push(...base.filter);
+    del.nat.push(...base.nat);
   }
   await restore(del);
   return n;
+}
+
+/** Removes the chains and jumps when no network rule is left in them; returns whether it did. */
+export async function removeBaseChainsIfUnused(rs?: Ruleset): Promise<boolean> {
+  rs ??= await readRuleset();
+  if (!onlyBaseLeft(rs.rules) || ![...rs.chains.values()].some((cs) => [...cs].some((c) => c.startsWith(CHAIN_PREFIX)))) return false;
+  await restore(baseRemovalLines(rs));
+  return true;
 }
 
 // ---- the rules themselves -------------------------------------------------------
