@@ -215,6 +215,39 @@ describe('endpoints in real network namespaces', () => {
     expect(leftovers(before, hostSnapshot(), root)).toEqual([]);
   });
 
+  it('publishes a UDP port', async () => {
+    const ns = await netns();
+    const att = await attachContainer(root, {
+      containerId: cid(11),
+      name: 'udp',
+      hostname: 'udp',
+      netnsPath: ns.path,
+      networks: [{ network: 'bridge' }],
+      ports: [{ proto: 'udp', containerPort: 53, hostIp: '0.0.0.0', hostPort: 0 }],
+    });
+    try {
+      const hostPort = att.ports[0]!.hostPort;
+      // A UDP listener inside the namespace that prints the first datagram and exits.
+      const listener = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, '-e', "const s=require('dgram').createSocket('udp4');s.on('message',(m)=>{process.stdout.write(m);process.exit(0)});s.bind(53,()=>process.stdout.write('ready\\n'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+      sleepers.push(listener);
+      let out = '';
+      listener.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      for (let i = 0; i < 100 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 50));
+      const dgram = await import('node:dgram');
+      const sock = dgram.createSocket('udp4');
+      for (let i = 0; i < 20 && !out.includes('over udp'); i++) {
+        sock.send('over udp', hostPort, '127.0.0.1');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      sock.close();
+      expect(out).toBe('ready\nover udp');
+    } finally {
+      await releaseContainerNetworks(root, cid(11));
+      att.closePorts();
+    }
+    expect(leftovers(before, hostSnapshot(), root)).toEqual([]);
+  });
+
   it('gives 10 concurrent attachments 10 distinct addresses', async () => {
     await createNetwork(root, { name: 'lib-many' });
     const nss = await Promise.all(Array.from({ length: 10 }, () => netns()));

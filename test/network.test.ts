@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxStore, TempDirs, tsbuildCli } from './helpers.js';
 import { hostSnapshot, leftovers, type HostSnapshot } from './network-helpers.js';
 import { listNetworkRecords } from '../runtime/network/state.js';
-import { pruneStale } from '../runtime/network/index.js';
+import { networkSettings, pruneStale } from '../runtime/network/index.js';
+import { readContainerConfig } from '../runtime/container.js';
 
 const dirs = new TempDirs();
 let root: string;
@@ -88,6 +89,11 @@ describe('bridge networking', () => {
     const inspect = JSON.parse((await tsbuild(['inspect', 'web1'])).stdout)[0];
     expect(inspect.HostConfig.NetworkMode).toBe('bridge');
     expect(inspect.HostConfig.PortBindings['80/tcp']).toEqual([{ HostIp: '', HostPort: String(port) }]);
+    // NetworkSettings as inspect will show it (runtime/lifecycle.ts is to call networkSettings()).
+    const settings = (await networkSettings(root, await readContainerConfig(root, inspect.Id))) as { IPAddress: string; Ports: Record<string, unknown>; Networks: Record<string, { IPAddress: string }> };
+    expect(settings.IPAddress).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect(settings.Networks.bridge!.IPAddress).toBe(settings.IPAddress);
+    expect(settings.Ports['80/tcp']).toEqual([{ HostIp: '0.0.0.0', HostPort: String(port) }]);
 
     // The same host port again: refused, exit 125, nothing left of the second container's network.
     const clash = await tsbuild(['run', '--rm', '-p', `${port}:80`, 'busybox', 'true']);

@@ -43,12 +43,12 @@ export function linkAlias(name: string): string | undefined {
 }
 
 /** Every link on the host whose ifalias says tsbuild made it. */
-export function tsbuildLinks(): { name: string; networkId: string; root: string }[] {
-  const out: { name: string; networkId: string; root: string }[] = [];
+export function tsbuildLinks(): { name: string; networkId: string; root: string; alias: string }[] {
+  const out: { name: string; networkId: string; root: string; alias: string }[] = [];
   for (const name of fs.readdirSync('/sys/class/net')) {
     const a = linkAlias(name);
     const o = a ? parseOwnerAlias(a) : undefined;
-    if (o) out.push({ name, ...o });
+    if (o) out.push({ name, ...o, alias: a! });
   }
   return out;
 }

@@ -313,7 +313,8 @@ export async function pruneStaleLocked(root: string): Promise<void> {
   }
   let orphans = 0;
   for (const l of tsbuildLinks()) {
-    if (existsSync(networkFile(l.root, l.networkId))) continue;
+    // An alias cut at the kernel's 255 bytes names no root reliably: leave it alone.
+    if (l.alias.length >= 255 || existsSync(networkFile(l.root, l.networkId))) continue;
     await deleteBridge(l.name);
     const id12 = l.networkId.slice(0, 12);
     await deleteTagged((c) => c === networkTag(l.networkId) || c.startsWith(`tsb-ep:${id12}:`));
@@ -331,7 +332,7 @@ export async function hasStale(root: string): Promise<boolean> {
     if (eps.some((ep) => !ownerAlive(ep.Owner))) return true;
     if (eps.length === 0 && isActive(root, rec)) return true;
   }
-  return tsbuildLinks().some((l) => !existsSync(networkFile(l.root, l.networkId)));
+  return tsbuildLinks().some((l) => l.alias.length < 255 && !existsSync(networkFile(l.root, l.networkId)));
 }
 
 /** pruneStaleLocked under the lock, when there is something to prune (any tsbuild command may call it). */
