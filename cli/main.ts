@@ -17,6 +17,7 @@ const groups = {
   containers: async () => (await import('./containers.js')).containerCommands,
   volumes: async () => (await import('./volumes.js')).volumeCommands,
   network: async () => (await import('./network.js')).networkCommands,
+  registry: async () => (await import('./registry.js')).registryCommands,
 } satisfies Record<string, () => Promise<Command[]>>;
 
 /** Which group holds each command. */
@@ -42,6 +43,11 @@ const commandGroups: Record<string, keyof typeof groups> = {
   volume: 'volumes',
   network: 'network',
   port: 'network',
+  pull: 'registry',
+  push: 'registry',
+  login: 'registry',
+  logout: 'registry',
+  copy: 'registry',
 };
 
 async function findCommand(name: string): Promise<Command | undefined> {

@@ -107,6 +107,13 @@ describe('hardening and limits', () => {
     expect(plain.stdout).toBe('denied\nro\n');
   });
 
+  it('device cgroup: a device node the container makes cannot be opened, unless --privileged', async () => {
+    const probe = 'mknod /k c 1 11 && head -c 1 /k >/dev/null 2>&1 && echo opened || echo denied';
+    expect((await run('busybox', 'sh', '-c', probe)).stdout).toBe('denied\n');
+    expect((await run('--privileged', 'busybox', 'sh', '-c', probe)).stdout).toBe('opened\n');
+    expect((await run('busybox', 'sh', '-c', 'echo x > /dev/null && head -c 1 /dev/urandom | wc -c')).stdout.trim()).toBe('1');
+  });
+
   it('--env-file: VAR=value lines, comments skipped, -e wins', async () => {
     const f = path.join(dirs.make('opts-env'), 'env');
     writeFileSync(f, '# comment\nA=1\n\nB=two words\nFROM_HOST\n');
