@@ -2,6 +2,7 @@
 // inspect. Every one of them reads state.json and checks the recorded pid
 // against its recorded start time, so a pid the kernel reused for another
 // process is never signalled or mistaken for the container.
+import { networkSettings } from './network/settings.js';
 import os from 'node:os';
 import {
   findContainer,
@@ -153,6 +154,7 @@ export async function inspectContainer(root: string, nameOrId: string): Promise<
     Name: `/${config.Name}`,
     Driver: 'overlay',
     HostConfig: config.HostConfig,
+    NetworkSettings: await networkSettings(root, config),
     GraphDriver: { Name: 'overlay', Data: { UpperDir: path.join(dir, 'upper'), WorkDir: path.join(dir, 'work'), MergedDir: path.join(dir, 'rootfs') } },
     Config: {
       Hostname: config.Config.Hostname,

@@ -18,6 +18,7 @@ import { effectiveCapNames } from './capabilities.js';
 import { DEFAULT_PATH } from './config.js';
 import { procStartTime } from './container.js';
 import { launch } from './launch.js';
+import { gatePath, startContainerNetwork, type ContainerNetwork } from './network/sync.js';
 import type { BindSpec, NetworkMode } from './spec.js';
 
 export interface StepOptions {
@@ -31,7 +32,7 @@ export interface StepOptions {
   user?: string;
   /** Working dir in the container; created if missing. Default "/". */
   cwd?: string;
-  /** Default 'none'. */
+  /** Default 'none'; 'bridge' = the default bridge network with outbound access. */
   network?: NetworkMode;
   hostname?: string;
   /** Extra bind mounts (RUN --mount=type=bind|cache|secret). Their mount points never end up in the upper dir. */
@@ -96,7 +97,7 @@ export async function runStep(store: Store, o: StepOptions): Promise<StepResult>
     await writeJsonAtomic(path.join(dir, 'owner.json'), { pid: process.pid, startTime: procStartTime(process.pid) ?? 0 });
     const env = o.env.some((e) => e.startsWith('PATH=')) ? o.env : [DEFAULT_PATH, ...o.env];
     const network = o.network ?? 'none';
-    await writeBundle(store.root, dir, {
+    const spec = await writeBundle(store.root, dir, {
       id,
       snapshots: o.snapshots,
       hostname: o.hostname ?? id.slice(0, 12),
@@ -105,11 +106,26 @@ export async function runStep(store: Store, o: StepOptions): Promise<StepResult>
       binds: o.binds,
       tmpfs: o.tmpfs,
     });
-    const launched = await launch(path.join(dir, 'spec.json'), ['ignore', o.stdout ? 'pipe' : 'inherit', o.stderr ? 'pipe' : 'inherit']);
-    if (o.stdout) launched.stdout!.on('data', o.stdout);
-    if (o.stderr) launched.stderr!.on('data', o.stderr);
-    const r = await launched.done;
-    return { code: r.code, message: r.message, upperDir: path.join(dir, 'upper'), cleanup };
+    // bridge: the step gets the default bridge network (outbound NAT, as
+    // BuildKit's default gives RUN network access); init waits at the gate
+    // until stage 0 has connected its namespace (runtime/network/sync.ts).
+    let net: ContainerNetwork | undefined;
+    if (network === 'bridge') {
+      await writeJsonAtomic(path.join(dir, 'spec.json'), { ...spec, netSync: gatePath(dir) }, 0o600);
+      net = await startContainerNetwork(store.root, { containerId: id, name: `step-${id}`, hostname: spec.hostname, dir, networks: [{ network: 'bridge' }] });
+    }
+    try {
+      const launched = await launch(path.join(dir, 'spec.json'), ['ignore', o.stdout ? 'pipe' : 'inherit', o.stderr ? 'pipe' : 'inherit'], {
+        onPid: (pid) => net?.onPid(pid),
+      });
+      if (o.stdout) launched.stdout!.on('data', o.stdout);
+      if (o.stderr) launched.stderr!.on('data', o.stderr);
+      let r = await launched.done;
+      if (net?.error) r = { code: 125, message: net.error };
+      return { code: r.code, message: r.message, upperDir: path.join(dir, 'upper'), cleanup };
+    } finally {
+      await net?.finish();
+    }
   } catch (e) {
     await cleanup();
     throw e;

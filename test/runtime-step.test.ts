@@ -115,6 +115,17 @@ describe('runStep', () => {
     expect(o.out().trim()).toBe('lo');
   });
 
+  it("network 'bridge' gives the step eth0 on the default bridge, removed afterwards", async () => {
+    const links = () => execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }).split('\n').filter((l) => / veth/.test(l)).length;
+    const before = links();
+    const o = collect();
+    const r = await runStep(store, { snapshots, args: ['/bin/sh', '-c', 'ls /sys/class/net; ip -4 route | grep default >/dev/null && echo has-route'], env: [], network: 'bridge', stdout: o.sink });
+    await r.cleanup();
+    expect(r.code).toBe(0);
+    expect(o.out()).toBe('eth0\nlo\nhas-route\n');
+    expect(links()).toBe(before);
+  });
+
   it('prunes step dirs whose owner is gone, keeps live ones', async () => {
     const dead = path.join(stepsDir(root), 'deadbeefdeadbeef');
     await fsp.mkdir(path.join(dead, 'upper'), { recursive: true });
