@@ -95,7 +95,11 @@ export interface CopyInstruction extends Base {
   dest: string;
   /** Inline sources given as heredocs (`COPY <<EOF /dst`). */
   heredocs: Heredoc[];
-  /** --from: stage name (lower-cased), stage index, or an image reference. expanded */
+  /**
+   * --from: stage name, stage index, or an image reference, as written (not
+   * lower-cased: it may hold `$VAR`, and image tags are case-sensitive).
+   * expanded; then compare with stage names case-insensitively.
+   */
   from?: string;
   /** --chown user[:group], names or ids. expanded */
   chown?: string;

@@ -62,18 +62,17 @@ function escapeRe(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
-function levenshtein(a: string, b: string): number {
-  const d: number[] = Array.from({ length: b.length + 1 }, (_, j) => j);
+/** Edit distance counting a swap of two neighbours as one edit ("from" vs "form"). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
     }
   }
-  return d[b.length]!;
+  return d[a.length]![b.length]!;
 }
 
 /** The closest candidate within a small edit distance, for "did you mean" hints. */
@@ -82,7 +81,7 @@ export function suggest(word: string, candidates: readonly string[]): string | u
   let bestD = Infinity;
   const w = word.toLowerCase();
   for (const c of candidates) {
-    const dist = levenshtein(w, c.toLowerCase());
+    const dist = editDistance(w, c.toLowerCase());
     if (dist < bestD) {
       bestD = dist;
       best = c;
@@ -344,8 +343,9 @@ function parseFlags(node: Node, spec: FlagSpec = FLAG_SPECS[node.cmd] ?? {}): Pa
         throw new DockerfileError(`unknown flag: --${name}: ${node.cmd} takes no flags (remove --${name})`, node.loc);
       }
       const hint = suggest(name, names);
+      const extra = node.cmd === 'ADD' && (name === 'from' || name === 'parents') ? ` (use COPY --${name}: ADD has no --${name})` : '';
       throw new DockerfileError(
-        `unknown flag: --${name}${hint ? ` (did you mean --${hint}?)` : ''}; ${node.cmd} accepts ${names.map((x) => `--${x}`).join(', ')}`,
+        `unknown flag: --${name}${hint ? ` (did you mean --${hint}?)` : extra}; ${node.cmd} accepts ${names.map((x) => `--${x}`).join(', ')}`,
         node.loc,
       );
     }
@@ -671,7 +671,7 @@ function commandLine(node: Node, warnings: Warning[], allowEmpty = false): Comma
   if (node.rest === '' && !allowEmpty) {
     needArgs(node, `a command (write ${node.cmd} ["executable", "arg"] or ${node.cmd} command args)`);
   }
-  if (node.rest.startsWith('[')) {
+  if (/^\[\s*['"]/.test(node.rest)) {
     warnings.push({ loc: node.loc, message: `${node.cmd}: not a valid JSON array, so it runs as a shell command (/bin/sh -c ${node.rest}); check the quotes and commas` });
   }
   return { form: 'shell', command: node.rest };
@@ -710,8 +710,15 @@ function listArgs(node: Node, warnings: Warning[]): { args: string[]; json: bool
   return { args: node.rest === '' ? [] : node.rest.split(WS_SPLIT), json: false };
 }
 
+const ONE_ARG_HINT: Record<string, string> = {
+  WORKDIR: 'WORKDIR /path',
+  USER: 'USER name[:group] or USER uid[:gid]',
+  STOPSIGNAL: 'STOPSIGNAL SIGTERM',
+  MAINTAINER: 'MAINTAINER name',
+};
+
 function oneArg(node: Node): string {
-  if (node.rest === '') needArgs(node, 'exactly one argument');
+  if (node.rest === '') needArgs(node, `exactly one argument (${ONE_ARG_HINT[node.cmd]})`);
   return node.rest;
 }
 
@@ -801,7 +808,7 @@ function toInstruction(node: Node, esc: string, warnings: Warning[]): Instructio
       const { args } = listArgs(node, warnings);
       if (args.length < 2) {
         throw new DockerfileError(
-          `${node.cmd} requires at least two arguments, but only ${args.length === 0 ? 'none was' : 'one was'} provided. Destination could not be determined (write ${node.cmd} SRC... DEST)`,
+          `${node.cmd} requires at least two arguments, but ${args.length === 0 ? 'none was' : 'only one was'} provided. Destination could not be determined (write ${node.cmd} SRC... DEST)`,
           node.loc,
         );
       }
