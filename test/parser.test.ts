@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { applyChange, parseKeyValues } from '../builder/changes.js';
 import { DockerfileError } from '../builder/instructions.js';
 import {
   checkMount,
@@ -158,5 +159,49 @@ describe('parser pieces', () => {
     const ms = performance.now() - t0;
     expect(df.stages[0]!.instructions).toHaveLength(40000);
     expect(ms).toBeLessThan(5000);
+  });
+});
+
+describe('--change (builder/changes.ts, on top of the parser)', () => {
+  it('applies instructions as docker import --change, expanding against the config Env', () => {
+    let c = {};
+    for (const ch of ['CMD ["sh"]', 'ENV A=1 B="two words"', 'WORKDIR /srv', 'EXPOSE 80', 'ENV C=$A-${B} A=2', 'WORKDIR sub/../x', 'EXPOSE 8000-8002/UDP', 'LABEL "a b"=c', 'VOLUME ["/data"]', 'ONBUILD RUN echo hi', 'USER $A', 'STOPSIGNAL SIGKILL', 'ENTRYPOINT echo hi']) {
+      c = applyChange(c, ch);
+    }
+    expect(c).toEqual({
+      Cmd: ['sh'],
+      Env: ['A=2', 'B=two words', 'C=1-two words'],
+      WorkingDir: '/srv/x',
+      ExposedPorts: { '80/tcp': {}, '8000/udp': {}, '8001/udp': {}, '8002/udp': {} },
+      Labels: { 'a b': 'c' },
+      Volumes: { '/data': {} },
+      OnBuild: ['RUN echo hi'],
+      User: '2',
+      StopSignal: 'SIGKILL',
+      Entrypoint: ['/bin/sh', '-c', 'echo hi'],
+    });
+    expect(applyChange({ Shell: ['/bin/bash', '-c'] }, 'CMD ls')).toMatchObject({ Cmd: ['/bin/bash', '-c', 'ls'] });
+  });
+
+  it('fails clearly on what Docker rejects', () => {
+    expect(() => applyChange({}, 'RUN echo hi')).toThrow(/RUN is not supported by --change/);
+    expect(() => applyChange({}, 'ENV')).toThrow(/--change "ENV": ENV requires at least one argument/);
+    expect(() => applyChange({}, 'CMD ["a", 1]')).toThrow(/arrays must be comprised of strings only/);
+    expect(() => applyChange({}, 'EXPOSE 80/icmp')).toThrow(/invalid port "80\/icmp"/);
+    expect(() => applyChange({}, 'ENV A="x')).toThrow(/matching double-quote/);
+    expect(() => applyChange({}, 'CMD a\nCMD b')).toThrow(/expected one instruction/);
+    expect(() => applyChange({}, '')).toThrow(/expected an instruction/);
+  });
+
+  it('keeps parseKeyValues', () => {
+    expect(parseKeyValues(`k=v k2="a b" k3='c' k4=$x k5=a\\ b`, 'w')).toEqual([
+      ['k', 'v'],
+      ['k2', 'a b'],
+      ['k3', 'c'],
+      ['k4', '$x'],
+      ['k5', 'a b'],
+    ]);
+    expect(() => parseKeyValues('novalue', 'LABEL')).toThrow(/LABEL: expected key=value, got "novalue"/);
+    expect(() => parseKeyValues('a="x', 'LABEL')).toThrow(/LABEL: unterminated quote/);
   });
 });
