@@ -10,8 +10,9 @@ import { imageCommands } from './images.js';
 import { archiveCommands } from './archive.js';
 import { runCommands } from './run.js';
 import { containerCommands } from './containers.js';
+import { buildCommands } from './build.js';
 
-const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands];
+const commands: Command[] = [...imageCommands, ...archiveCommands, ...runCommands, ...containerCommands, ...buildCommands];
 
 function mainHelp(): string {
   const lines = ['Usage:  tsbuild [OPTIONS] COMMAND', '', 'A daemonless container image builder, registry client and runtime', '', 'Commands:'];
