@@ -41,6 +41,8 @@ interface Node {
   flags: string[];
   /** Argument text after the flags, trimmed. */
   rest: string;
+  /** A flag whose quote never closed (it swallowed the rest of the line). */
+  unterminated?: string;
   /** The whole logical line, trimmed. */
   original: string;
   loc: Location;
@@ -149,7 +151,7 @@ export function splitWordsRaw(rest: string, esc: string): string[] {
 }
 
 /** BuildKit's extractBuilderFlags: leading `--x` words, with quote and escape removal. */
-function extractFlags(line: string): { flags: string[]; rest: string } {
+function extractFlags(line: string): { flags: string[]; rest: string; unterminated?: string } {
   const flags: string[] = [];
   let pos = 0;
   const n = line.length;
@@ -188,6 +190,7 @@ function extractFlags(line: string): { flags: string[]; rest: string } {
       word += ch;
       pos++;
     }
+    if (quote) return { flags, rest: '', unterminated: word };
     if (word === '--') return { flags, rest: line.slice(pos) };
     if (blankOK || word.length > 0) flags.push(word);
   }
@@ -520,20 +523,19 @@ function splitLines(text: string): string[] {
   return lines;
 }
 
-function splitCommand(line: string, loc: Location): { cmdRaw: string; flags: string[]; rest: string } {
+function splitCommand(line: string): { cmdRaw: string; flags: string[]; rest: string; unterminated?: string } {
   const t = line.trim();
   const m = WS_SPLIT.exec(t);
   if (!m) return { cmdRaw: t, flags: [], rest: '' };
   const cmdRaw = t.slice(0, m.index);
-  const { flags, rest } = extractFlags(t.slice(m.index + m[0].length));
-  void loc;
-  return { cmdRaw, flags, rest: rest.trim() };
+  const { flags, rest, unterminated } = extractFlags(t.slice(m.index + m[0].length));
+  return { cmdRaw, flags, rest: rest.trim(), ...(unterminated !== undefined ? { unterminated } : {}) };
 }
 
 /** Whether a node may carry heredocs (RUN/COPY/ADD in shell form, also as an ONBUILD trigger). */
 function canContainHeredoc(cmd: string, rest: string): boolean {
   if (cmd === 'ONBUILD') {
-    const sub = splitCommand(rest, { file: '', startLine: 0, endLine: 0 });
+    const sub = splitCommand(rest);
     return canContainHeredoc(sub.cmdRaw.toUpperCase(), sub.rest);
   }
   if (!HEREDOC_INSTRUCTIONS.has(cmd)) return false;
@@ -603,9 +605,10 @@ function scan(text: string, file: string, withDirectives: boolean, escapeChar = 
     }
     const loc = at(lineNo, i);
     const original = line.trim();
-    const { cmdRaw, flags, rest } = splitCommand(line, loc);
+    const { cmdRaw, flags, rest, unterminated } = splitCommand(line);
     const cmd = cmdRaw.toUpperCase();
     const node: Node = { cmd, cmdRaw, flags, rest, original, loc, heredocs: [] };
+    if (unterminated !== undefined) node.unterminated = unterminated;
     if (emptyContinuation) {
       warnings.push({ loc, message: 'empty continuation line (a blank line inside a \\-continued instruction); this will become an error in future Dockerfile versions' });
     }
@@ -738,6 +741,9 @@ function interval(node: Node, flags: ParsedFlags, name: string): number | undefi
 
 function toInstruction(node: Node, esc: string, warnings: Warning[]): Instruction {
   const base = { loc: node.loc, original: node.original };
+  if (node.unterminated !== undefined && KNOWN.has(node.cmd)) {
+    throw new DockerfileError(`unterminated quote in flag ${node.unterminated}: close the quote (it took the rest of the line)`, node.loc);
+  }
   switch (node.cmd) {
     case 'FROM': {
       const flags = parseFlags(node);
@@ -900,7 +906,7 @@ function toInstruction(node: Node, esc: string, warnings: Warning[]): Instructio
     case 'ONBUILD': {
       parseFlags(node);
       if (node.rest === '') needArgs(node, 'at least one argument (ONBUILD INSTRUCTION ...)');
-      const sub = splitCommand(node.rest, node.loc);
+      const sub = splitCommand(node.rest);
       const trigger = sub.cmdRaw.toUpperCase();
       if (trigger === 'ONBUILD') throw new DockerfileError('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed', node.loc);
       if (trigger === 'FROM' || trigger === 'MAINTAINER') {
