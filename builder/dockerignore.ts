@@ -256,6 +256,11 @@ export class DockerIgnore {
     return matched;
   }
 
+  /** Same as ignored(): lets a DockerIgnore serve as sourcefs.ts's PathFilter (`excludes` + `hasExceptions`). */
+  excludes(relPath: string): boolean {
+    return this.ignored(relPath);
+  }
+
   /**
    * As ignored(), and returns the state to pass when checking this path's
    * children, so no parent directory is matched twice while walking.

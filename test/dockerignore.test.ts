@@ -166,3 +166,13 @@ describe('loadDockerignore', () => {
     await expect(loadDockerignore(ctx)).rejects.toThrow(`${path.join(ctx, '.dockerignore')}:3: syntax error in pattern (reversed range in [ class): "[z-a]"`);
   });
 });
+
+describe('as a PathFilter (COPY --exclude and the context walker)', () => {
+  it('answers excludes() like ignored() and reports exceptions', () => {
+    const f = new DockerIgnore(['*.md', '!README.md'], '--exclude');
+    expect(f.excludes('a.md')).toBe(true);
+    expect(f.excludes('README.md')).toBe(false);
+    expect(f.hasExceptions).toBe(true);
+    expect(new DockerIgnore(['x']).hasExceptions).toBe(false);
+  });
+});
