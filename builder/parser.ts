@@ -764,7 +764,7 @@ function toInstruction(node: Node, esc: string, warnings: Warning[]): Instructio
         throw new DockerfileError('FROM requires either one or three arguments (FROM [--platform=P] IMAGE [AS NAME])', node.loc);
       }
       const platform = flags.str('platform');
-      return { kind: 'FROM', ...base, image: args[0]!, ...(stageName ? { stageName } : {}), ...(platform !== undefined ? { platform } : {}) };
+      return { kind: 'FROM', ...base, image: args[0]!, ...(stageName ? { stageName } : {}), ...(platform ? { platform } : {}) };
     }
     case 'ARG': {
       parseFlags(node);
@@ -843,7 +843,7 @@ function toInstruction(node: Node, esc: string, warnings: Warning[]): Instructio
         parents: node.cmd === 'COPY' ? (flags.bool('parents') ?? false) : false,
       };
       const from = node.cmd === 'COPY' ? flags.str('from') : undefined;
-      if (from !== undefined) copy.from = from;
+      if (from !== undefined && from !== '') copy.from = from;
       const chown = flags.str('chown');
       if (chown !== undefined && chown !== '') copy.chown = chown;
       const chmod = flags.str('chmod');
