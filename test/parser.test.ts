@@ -205,3 +205,35 @@ describe('--change (builder/changes.ts, on top of the parser)', () => {
     expect(() => parseKeyValues('a="x', 'LABEL')).toThrow(/LABEL: unterminated quote/);
   });
 });
+
+describe('robustness', () => {
+  it('answers any input with a parse result or a DockerfileError, never a crash', () => {
+    const tokens = ['FROM', 'RUN', 'COPY', 'ADD', 'ENV', 'ARG', 'LABEL', 'ONBUILD', 'HEALTHCHECK', 'CMD', 'SHELL', 'EXPOSE', 'busybox', ' ', ' ', '\t', '\n', '\n',
+      '\\', '\\\n', '`', '"', "'", '[', ']', '"a"', ',', '=', 'a=b', '$x', '${', '}', '<<', '<<EOF', 'EOF', '<<-', '#', '# escape=`\n', '--', '--from=', '--mount=',
+      'type=cache', 'target=/x', '--link', '--network=none', 'NONE', 'CMD', '-', '3<<', 'AS', 'x', '\r\n', '\u00e9', '\uFEFF'];
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let ok = 0;
+    let errors = 0;
+    for (let i = 0; i < 2000; i++) {
+      let text = '';
+      const n = 1 + rnd(40);
+      for (let j = 0; j < n; j++) text += tokens[rnd(tokens.length)];
+      if (rnd(2)) text = 'FROM busybox\n' + text;
+      try {
+        parseDockerfile(text, 'Dockerfile');
+        ok++;
+      } catch (e) {
+        if (!(e instanceof DockerfileError)) throw new Error(`crash on ${JSON.stringify(text)}: ${(e as Error).stack}`);
+        expect(e.message).toMatch(/^Dockerfile:\d+: /);
+        errors++;
+      }
+    }
+    expect(ok + errors).toBe(2000);
+    expect(ok).toBeGreaterThan(0);
+    expect(errors).toBeGreaterThan(100);
+  });
+});
