@@ -1,6 +1,7 @@
 // Word expansion as BuildKit's shell lexer does it (builder/expand.ts).
 import { describe, expect, it } from 'vitest';
 import { DockerfileError } from '../builder/instructions.js';
+import { parseDockerfile } from '../builder/parser.js';
 import { envListToVars, ExpandError, expandHeredoc, expandPairs, expandWord, expandWords } from '../builder/expand.js';
 
 const vars = new Map([
@@ -231,5 +232,35 @@ describe('envListToVars', () => {
     expect(m.get('NOVALUE')).toBe('');
     expect(m.get('X')).toBe('a=b');
     expect(expandWord('$PATH', m)).toBe('/bin:/usr/bin');
+  });
+});
+
+describe('parser + expansion end to end', () => {
+  it('gives the config values a moby-lineage builder gives (checked with buildah 1.28 here)', () => {
+    const df = parseDockerfile(
+      [
+        'FROM scratch',
+        'ENV a=x b=$a c="${a}-q" d=\'$a\' e=\\$a f="x\\"y" g=a\\ b h=${nope:-dflt} i=${a:+alt} k="${a}"',
+        'ENV LEG some  "value" here',
+        'LABEL "com.x y"="v w" z=$A',
+        'EXPOSE 80 $A',
+      ].join('\n'),
+      'Dockerfile',
+    );
+    const vars = new Map([
+      ['a', 'old'],
+      ['A', 'argA'],
+    ]);
+    const [env, leg, label, expose] = df.stages[0]!.instructions;
+    if (env?.kind !== 'ENV' || leg?.kind !== 'ENV' || label?.kind !== 'LABEL' || expose?.kind !== 'EXPOSE') throw new Error('unexpected parse');
+    expect(expandPairs(env.pairs, vars).map((p) => `${p.key}=${p.value}`)).toEqual([
+      'a=x', 'b=old', 'c=old-q', 'd=$a', 'e=$a', 'f=x"y', 'g=a b', 'h=dflt', 'i=alt', 'k=old',
+    ]);
+    expect(expandPairs(leg.pairs, vars)).toEqual([{ key: 'LEG', value: 'some  value here' }]);
+    expect(expandPairs(label.pairs, vars)).toEqual([
+      { key: 'com.x y', value: 'v w' },
+      { key: 'z', value: 'argA' },
+    ]);
+    expect(expose.ports.flatMap((p) => expandWords(p, vars))).toEqual(['80', 'argA']);
   });
 });
