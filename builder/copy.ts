@@ -285,11 +285,8 @@ class LayerDirWriter {
       const isLast = i === comps.length - 1;
       const own = lstatMaybe(host);
       if (own?.isDirectory()) continue;
-      if (own) {
-        if (!isLast) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory`);
-        fs.rmSync(host, { force: true });
-      }
-      const lowerFound = own ? undefined : this.lower.lookup(prefix);
+      if (own) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory`);
+      const lowerFound = this.lower.lookup(prefix);
       if (lowerFound?.st.isDirectory()) {
         const ls = lowerFound.st;
         fs.mkdirSync(host);
@@ -299,7 +296,7 @@ class LayerDirWriter {
         this.dirTimes.set(host, { atime: ls.atimeMs / 1000, mtime: ls.mtimeMs / 1000 });
         continue;
       }
-      if (lowerFound && !isLast) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory in the image`);
+      if (lowerFound) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory in the image`);
       fs.mkdirSync(host);
       if (isLast && meta) {
         const o = this.owner(meta.st, meta.src);
