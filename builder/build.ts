@@ -19,14 +19,13 @@ import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import type { Digest } from '../image/digest.js';
-import { resolveImage, writeImage, type StoredImage } from '../image/images.js';
+import { sha256, type Digest } from '../image/digest.js';
+import { buildManifest, loadImage, resolveImage, tagKey, writeImage, type StoredImage } from '../image/images.js';
 import { writeLayer } from '../image/layer-writer.js';
 import { MEDIA_TYPES } from '../image/mediatypes.js';
 import type { ContainerConfig, History, ImageConfig } from '../image/schemas.js';
 import { adoptSnapshot, chainIds, ensureSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
-import { runStep } from '../runtime/step.js';
 import { cacheKey, FileHashCache, readCache, writeCache, type CachedLayer, type CacheRecord } from './cache.js';
 import type { BuildContext } from './context.js';
 import { copyToLayer, CopyError, parseChmod, sourcesDigest, type CopyItem } from './copy.js';
@@ -808,6 +807,8 @@ class StageRun {
           binds.push({ source: host, target: f.target, readonly: true });
         }
         const sink = (b: Buffer) => handle?.output(b);
+        // Loaded on first use: a fully cached build never starts a container.
+        const { runStep } = await import('../runtime/step.js');
         const r = await runStep(store, {
           snapshots: lower,
           args: cmd.args,
@@ -1022,15 +1023,21 @@ export async function build(store: Store, opts: BuildOptions): Promise<BuildResu
     const tags = opts.tags ?? [];
     let img: StoredImage;
     try {
-      img = await writeImage(
-        store,
-        {
-          config,
-          layers: final.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-          format: opts.format ?? 'oci',
-        },
-        tags,
-      );
+      const newImage = {
+        config,
+        layers: final.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+        format: opts.format ?? 'oci',
+      } as const;
+      // A fully cached rebuild gives the same bytes: when the store already has
+      // the image under every requested tag, nothing is written at all.
+      const manifestDigest = sha256(buildManifest(newImage).manifestBytes);
+      const idx = await store.readIndex();
+      const known = idx.images[manifestDigest];
+      if (known && tags.every((t) => idx.tags[tagKey(t)] === manifestDigest) && (await store.hasBlob(manifestDigest)) && (await store.hasBlob(known.config))) {
+        img = await loadImage(store, manifestDigest, idx);
+      } else {
+        img = await writeImage(store, newImage, tags);
+      }
       handle.done();
     } catch (e) {
       handle.error((e as Error).message);

@@ -9,7 +9,7 @@ import { build } from '../builder/build.js';
 import { openContext } from '../builder/context.js';
 import { Progress, type ProgressMode } from '../builder/progress.js';
 import { parseSecretFlag, type SecretSource } from '../builder/run.js';
-import { saveImages, type ArchiveFormat } from '../image/archive.js';
+import type { ArchiveFormat } from '../image/archive.js';
 import { shortTag, tagKey } from '../image/images.js';
 
 interface OutputSpec {
@@ -135,9 +135,11 @@ export const buildCommand: Command = {
       await context.cleanup();
     }
     const id = result.image.id;
+    const { saveImages } = outputs.length ? await import('../image/archive.js') : { saveImages: undefined };
     for (const o of outputs) {
       const refs = result.tags.length ? result.tags : [id];
       const format: ArchiveFormat = o.type === 'oci' ? 'oci-archive' : 'docker-archive';
+      if (!saveImages) break;
       if (o.dest === '-') await saveImages(store, refs, ctx.stdout as unknown as Writable, format);
       else await saveImages(store, refs, o.dest, format);
     }
