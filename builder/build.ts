@@ -30,7 +30,7 @@ import { cacheKey, FileHashCache, readCache, writeCache, type CachedLayer, type 
 import type { BuildContext } from './context.js';
 import { copyToLayer, CopyError, parseChmod, sourcesDigest, type CopyItem } from './copy.js';
 import { envListToVars, expandHeredoc, expandWord, expandWords, type Vars } from './expand.js';
-import { patternFilter } from './ignore.js';
+import { DockerIgnore, DockerignoreError } from './dockerignore.js';
 import {
   DockerfileError,
   type CopyInstruction,
@@ -896,7 +896,13 @@ class StageRun {
       }
       const fromId = local.length ? await this.fromIdentity(ins.from, ins.loc) : undefined;
       const ctxFs = this.b.opts.context.fs;
-      const excludeFilter = exclude.length ? patternFilter(exclude) : undefined;
+      let excludeFilter: DockerIgnore | undefined;
+      try {
+        excludeFilter = exclude.length ? new DockerIgnore(exclude, '--exclude') : undefined;
+      } catch (e) {
+        if (e instanceof DockerignoreError) throw new BuildError(e.message, ins.loc);
+        throw e;
+      }
       let digest: string;
       try {
         digest = fromId !== undefined ? `from ${fromId}` : await sourcesDigest(local.map((p) => ({ fs: ctxFs, path: p })), excludeFilter, this.b.hasher, () => undefined);

@@ -103,15 +103,17 @@ export class FileHashCache implements ContentHasher {
   private entries: Record<string, FileEntry> = {};
   private dirty = false;
   private loaded = false;
-  readonly file: string;
+  /** Where the digests persist; undefined: this build only (a context unpacked from stdin). */
+  readonly file: string | undefined;
 
-  constructor(root: string, scope: string) {
-    this.file = path.join(cacheDir(root), `files-${createHash('sha256').update(scope).digest('hex').slice(0, 16)}.json`);
+  constructor(root: string, scope: string | undefined) {
+    this.file = scope === undefined ? undefined : path.join(cacheDir(root), `files-${createHash('sha256').update(scope).digest('hex').slice(0, 16)}.json`);
   }
 
   private load(): void {
     if (this.loaded) return;
     this.loaded = true;
+    if (!this.file) return;
     try {
       const j = JSON.parse(fs.readFileSync(this.file, 'utf8')) as { v: number; entries: Record<string, FileEntry> };
       if (j.v === 1 && j.entries && typeof j.entries === 'object') this.entries = j.entries;
@@ -133,7 +135,7 @@ export class FileHashCache implements ContentHasher {
   }
 
   async save(): Promise<void> {
-    if (!this.dirty) return;
+    if (!this.dirty || !this.file) return;
     await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
     await writeJsonAtomic(this.file, { v: 1, entries: this.entries });
     this.dirty = false;

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { applyLayer } from '../image/layer-applier.js';
 import type { Store } from '../image/store.js';
-import { loadIgnoreFile } from './ignore.js';
+import { DockerignoreError, loadDockerignore } from './dockerignore.js';
 import { DirFS, type PathFilter } from './sourcefs.js';
 
 export class ContextError extends Error {}
@@ -28,8 +28,8 @@ export interface BuildContext {
   dockerfile: { text: string; name: string };
   /** Which ignore file applied, if any (for the progress display). */
   ignoreFile?: string;
-  /** A stable name for the context (its real path), for the file-digest cache. */
-  scope: string;
+  /** A stable name for the context (its real path), for the file-digest cache; undefined for a context from stdin. */
+  scope?: string;
   cleanup(): Promise<void>;
 }
 
@@ -75,19 +75,14 @@ function readDockerfileIn(dir: string, rel: string | undefined, shown: string): 
   throw new ContextError(`failed to read dockerfile: open ${rel ?? 'Dockerfile'}: no such file or directory (in ${shown}; name it with -f PATH)`);
 }
 
-function filterFor(contextDir: string, dockerfileHost: string | undefined): { filter?: PathFilter; file?: string } {
-  const specific = dockerfileHost ? `${dockerfileHost}.dockerignore` : undefined;
-  for (const f of [specific, path.join(contextDir, '.dockerignore')]) {
-    if (!f) continue;
-    let text: string;
-    try {
-      text = fs.readFileSync(f, 'utf8');
-    } catch {
-      continue;
-    }
-    return { filter: loadIgnoreFile(text, f), file: f };
+async function filterFor(contextDir: string, dockerfileHost: string | undefined): Promise<{ filter?: PathFilter; file?: string }> {
+  try {
+    const { rules, file } = await loadDockerignore(contextDir, dockerfileHost);
+    return rules.empty ? { ...(file ? { file } : {}) } : { filter: rules, ...(file ? { file } : {}) };
+  } catch (e) {
+    if (e instanceof DockerignoreError) throw new ContextError(e.message);
+    throw e;
   }
-  return {};
 }
 
 export async function openContext(store: Store, o: ContextOptions): Promise<BuildContext> {
@@ -102,7 +97,7 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
     try {
       if (!looksLikeTar(data)) {
         // `tsbuild build - < Dockerfile`: a Dockerfile and an empty context.
-        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: data.toString('utf8'), name: 'Dockerfile' }, scope: tmp, cleanup };
+        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: data.toString('utf8'), name: 'Dockerfile' }, cleanup };
       }
       try {
         await applyLayer(Readable.from([data]), tmp, { mode: 'merged' });
@@ -110,8 +105,8 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
         throw new ContextError(`the context tar on stdin cannot be unpacked: ${(e as Error).message}`);
       }
       const df = readDockerfileIn(tmp, o.file, 'the context tar');
-      const ig = filterFor(tmp, df.host);
-      return { fs: new DirFS(tmp, 'build context', ig.filter), dockerfile: { text: df.text, name: df.name }, ignoreFile: ig.file && path.relative(tmp, ig.file), scope: tmp, cleanup };
+      const ig = await filterFor(tmp, df.host);
+      return { fs: new DirFS(tmp, 'build context', ig.filter), dockerfile: { text: df.text, name: df.name }, ...(ig.file ? { ignoreFile: path.relative(tmp, ig.file) } : {}), cleanup };
     } catch (e) {
       await cleanup();
       throw e;
@@ -147,7 +142,7 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
     dockerfile = { text: df.text, name: path.relative(cwd, df.host) || df.name };
     dfHost = df.host;
   }
-  const ig = filterFor(dir, dfHost);
+  const ig = await filterFor(dir, dfHost);
   const real = fs.realpathSync(dir);
   return {
     fs: new DirFS(real, 'build context', ig.filter),

@@ -28,6 +28,8 @@ export interface PathFilter {
   excludes(rel: string): boolean;
   /** True when some `!` rule could re-include something below an excluded dir. */
   readonly hasExceptions: boolean;
+  /** For an excluded dir: could a `!` rule re-include something below it? (Default: assume yes when hasExceptions.) */
+  mayReinclude?(dir: string): boolean;
 }
 
 function lstatMaybe(p: string): fs.Stats | undefined {
@@ -63,7 +65,7 @@ export class DirFS implements SourceFS {
     const rel = comps.join('/');
     if (!this.filter.excludes(rel)) return false;
     // An excluded dir stays when a `!` rule re-includes something inside it.
-    if (st.isDirectory() && this.filter.hasExceptions) return !this.hasIncluded(comps);
+    if (st.isDirectory() && this.filter.hasExceptions && (this.filter.mayReinclude?.(rel) ?? true)) return !this.hasIncluded(comps);
     return true;
   }
 
