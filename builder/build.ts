@@ -19,9 +19,11 @@ import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { sha256, type Digest } from '../image/digest.js';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import { HashCounter, sha256, type Digest } from '../image/digest.js';
 import { buildManifest, loadImage, resolveImage, tagKey, writeImage, type StoredImage } from '../image/images.js';
-import { writeLayer } from '../image/layer-writer.js';
+import { tarDirectory } from '../image/layer-writer.js';
 import { MEDIA_TYPES } from '../image/mediatypes.js';
 import type { ContainerConfig, History, ImageConfig } from '../image/schemas.js';
 import { adoptSnapshot, chainIds, ensureSnapshots } from '../image/snapshots.js';
@@ -49,6 +51,14 @@ import { DirFS, ViewFS, type SourceFS } from './sourcefs.js';
 import { findStage, planStages, type StagePlan } from './stages.js';
 import { needsLookup, resolveOwner, UserError } from './users.js';
 
+/**
+ * gzip level of the layers a build writes. Level 1 compresses about 2.4x
+ * faster than the default 6 on this machine (71 vs 30 MB/s for a mix of
+ * binaries) for ~9% larger blobs: a build writes every layer once, on its
+ * critical path, and most are pushed or thrown away, so speed wins. zlib runs
+ * on libuv's threadpool, so compression overlaps with walking the tree.
+ */
+const LAYER_GZIP_LEVEL = 1;
 /** Bump when the meaning of cache keys or records changes. */
 const CACHE_VERSION = 'tsbuild-cache-1';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
@@ -56,6 +66,30 @@ const DEFAULT_SHELL = ['/bin/sh', '-c'];
 const DEFAULT_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Build args every Dockerfile may use without declaring them (passed to RUN, kept out of history). */
 export const PROXY_ARGS = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy'];
+
+/** Temp dirs of running steps (inside the store's tmp/), for removal on an interrupt. */
+const liveTemps = new Set<string>();
+
+function tempDir(store: Store, kind: string): string {
+  const p = store.tmpPath(kind);
+  liveTemps.add(p);
+  return p;
+}
+
+async function removeTemp(p: string): Promise<void> {
+  await fsp.rm(p, { recursive: true, force: true });
+  liveTemps.delete(p);
+}
+
+/**
+ * Removes the temp dirs of steps still running (call on SIGINT/SIGTERM before
+ * exiting). Containers die with this process (PDEATHSIG); their step dirs are
+ * removed by the next build or `prune`, once this pid is gone.
+ */
+export function removeTempsSync(): void {
+  for (const p of liveTemps) fs.rmSync(p, { recursive: true, force: true });
+  liveTemps.clear();
+}
 
 /** A build failure the user must fix: names file:line when there is one. */
 export class BuildError extends Error {
@@ -667,17 +701,19 @@ class StageRun {
     if ((await fsp.readdir(dir)).length === 0) return null;
     const store = this.b.store;
     const w = await store.blobWriter();
-    let res;
+    const tarHash = new HashCounter();
     try {
-      res = await writeLayer(dir, { mode, lowerDirs: lowerTopFirst, sourceDateEpoch: this.b.epoch }, w.stream);
+      // One pass: tar -> diff_id -> gzip -> blob digest -> store. See LAYER_GZIP_LEVEL for the level.
+      await pipeline(tarDirectory(dir, { mode, lowerDirs: lowerTopFirst, sourceDateEpoch: this.b.epoch }), tarHash, zlib.createGzip({ level: LAYER_GZIP_LEVEL }), w.stream);
     } catch (e) {
       await w.abort();
       throw e;
     }
-    await w.commit({ digest: res.digest, size: res.size });
-    const chain = chainIds([...this.state.layers.map((l) => l.diffId), res.diffId]);
+    const blob = await w.commit();
+    const diffId = tarHash.digest();
+    const chain = chainIds([...this.state.layers.map((l) => l.diffId), diffId]);
     await adoptSnapshot(store, chain[chain.length - 1]!, dir);
-    return { mediaType: MEDIA_TYPES.OCI_LAYER_GZIP, digest: res.digest, size: res.size, diffId: res.diffId };
+    return { mediaType: MEDIA_TYPES.OCI_LAYER_GZIP, digest: blob.digest, size: blob.size, diffId };
   }
 
   private async workdir(ins: Extract<Instruction, { kind: 'WORKDIR' }>): Promise<void> {
@@ -697,13 +733,13 @@ class StageRun {
         if (kind !== 'dir') {
           if (kind !== 'none') throw new BuildError(`WORKDIR ${wd}: ${wd} exists in the image and is not a directory`, ins.loc);
           const owner = user ? resolveOwnerAt(user, view, ins.loc) : undefined;
-          const dir = this.b.store.tmpPath('workdir');
+          const dir = tempDir(this.b.store, 'workdir');
           await fsp.mkdir(dir, { mode: 0o755 });
           try {
             await copyToLayer(view, dir, { items: [], dest: '/', destIsDir: true, parents: false, extractArchives: false, now: Date.now() / 1000, tmpDir: dir, mkdir: comps, ...(owner ? { chown: owner } : {}) });
             layer = await this.commitLayer(dir, 'dir', view.layers);
           } finally {
-            await fsp.rm(dir, { recursive: true, force: true });
+            await removeTemp(dir);
           }
         }
       }
@@ -788,7 +824,7 @@ class StageRun {
     return this.step(ins, key, `RUN ${shortCommand(ins)}`, async (handle) => {
       const store = this.b.store;
       const lower = await snapshotsOf(store, this.state);
-      const tmp = store.tmpPath('run');
+      const tmp = tempDir(store, 'run');
       await fsp.mkdir(tmp, { recursive: true, mode: 0o700 });
       let prepared: Awaited<ReturnType<typeof prepareMounts>> | undefined;
       try {
@@ -834,7 +870,7 @@ class StageRun {
         }
       } finally {
         await prepared?.release();
-        await fsp.rm(tmp, { recursive: true, force: true });
+        await removeTemp(tmp);
       }
     });
   }
@@ -865,7 +901,7 @@ class StageRun {
       throw new BuildError('ADD of a git repository is not supported: clone it into the build context and COPY it', ins.loc);
     }
     if (ins.checksum !== undefined && urls.length === 0) throw new BuildError('ADD --checksum needs an http(s) URL source', ins.loc);
-    const tmp = this.b.store.tmpPath('copy');
+    const tmp = tempDir(this.b.store, 'copy');
     await fsp.mkdir(tmp, { recursive: true, mode: 0o700 });
     try {
       // Heredocs and downloads become files in a temp dir, then follow the same rules as context files.
@@ -950,7 +986,7 @@ class StageRun {
         ins.link,
       );
     } finally {
-      await fsp.rm(tmp, { recursive: true, force: true });
+      await removeTemp(tmp);
     }
   }
 }

@@ -31,6 +31,8 @@ export interface BuildContext {
   /** A stable name for the context (its real path), for the file-digest cache; undefined for a context from stdin. */
   scope?: string;
   cleanup(): Promise<void>;
+  /** The same, synchronously (for a signal handler about to exit). */
+  cleanupSync(): void;
 }
 
 export interface ContextOptions {
@@ -94,10 +96,11 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
     const tmp = store.tmpPath('context');
     await fsp.mkdir(tmp, { recursive: true, mode: 0o755 });
     const cleanup = () => fsp.rm(tmp, { recursive: true, force: true });
+    const cleanupSync = () => fs.rmSync(tmp, { recursive: true, force: true });
     try {
       if (!looksLikeTar(data)) {
         // `tsbuild build - < Dockerfile`: a Dockerfile and an empty context.
-        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: data.toString('utf8'), name: 'Dockerfile' }, cleanup };
+        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: data.toString('utf8'), name: 'Dockerfile' }, cleanup, cleanupSync };
       }
       try {
         await applyLayer(Readable.from([data]), tmp, { mode: 'merged' });
@@ -106,7 +109,7 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
       }
       const df = readDockerfileIn(tmp, o.file, 'the context tar');
       const ig = await filterFor(tmp, df.host);
-      return { fs: new DirFS(tmp, 'build context', ig.filter), dockerfile: { text: df.text, name: df.name }, ...(ig.file ? { ignoreFile: path.relative(tmp, ig.file) } : {}), cleanup };
+      return { fs: new DirFS(tmp, 'build context', ig.filter), dockerfile: { text: df.text, name: df.name }, ...(ig.file ? { ignoreFile: path.relative(tmp, ig.file) } : {}), cleanup, cleanupSync };
     } catch (e) {
       await cleanup();
       throw e;
@@ -150,5 +153,6 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
     ignoreFile: ig.file,
     scope: real,
     cleanup: async () => {},
+    cleanupSync: () => {},
   };
 }

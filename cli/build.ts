@@ -5,7 +5,7 @@ import type { Writable } from 'node:stream';
 import { bool, list, str, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { humanSize } from './format.js';
-import { build } from '../builder/build.js';
+import { build, removeTempsSync } from '../builder/build.js';
 import { openContext } from '../builder/context.js';
 import { Progress, type ProgressMode } from '../builder/progress.js';
 import { parseSecretFlag, type SecretSource } from '../builder/run.js';
@@ -114,6 +114,15 @@ export const buildCommand: Command = {
     const progress = new Progress(ctx.stderr, quiet ? 'quiet' : (progressFlag as ProgressMode));
     const store = await ctx.store();
     const context = await openContext(store, { context: a.positionals[0]!, file: str(a, 'file'), stdin: process.stdin });
+    // Ctrl-C: remove this build's temp dirs, then exit as a signal would.
+    const onSignal = (sig: NodeJS.Signals) => {
+      progress.end();
+      removeTempsSync();
+      context.cleanupSync();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     let result;
     try {
       result = await build(store, {
@@ -131,6 +140,8 @@ export const buildCommand: Command = {
         sourceDateEpoch,
       });
     } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       progress.end();
       await context.cleanup();
     }

@@ -1,10 +1,11 @@
 // Bad Dockerfiles and invocations through the real CLI: exit 1 (125 for flag
 // errors, as Docker), a message naming file:line and what to do, and nothing
 // left behind: no image, no tag, no temp or step dir, no mount.
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildEnv, leftovers, mountsUnder } from './build-helpers.js';
+import { BuildEnv, CLI, leftovers, mountsUnder } from './build-helpers.js';
 
 const env = new BuildEnv();
 beforeAll(() => env.init('errors'));
@@ -85,5 +86,29 @@ describe('bad input: exit non-zero, say where and what to do, leave nothing behi
     expect(r1.err).toMatch(/exit code: 3/);
     const r2 = env.cli(['build', '--progress=plain', dir]);
     expect(r2.err).toMatch(/RUN echo step-one > \/one\n#\d+ CACHED/);
+  });
+
+  it('Ctrl-C during a RUN: exit 130, temp dirs gone, the container with them; the next build cleans the step dir', async () => {
+    const dir = env.context({ Dockerfile: 'FROM busybox\nCOPY Dockerfile /df\nRUN echo started; sleep 4321\n' });
+    const child = spawn('node', [CLI, '--root', env.root, 'build', '--progress=plain', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    await new Promise<void>((resolve) => {
+      child.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+        if (err.includes(' started')) resolve();
+      });
+    });
+    const code = await new Promise<number | null>((resolve) => {
+      child.on('exit', (c) => resolve(c));
+      child.kill('SIGINT');
+    });
+    expect(code).toBe(130);
+    expect(leftovers(env.root).filter((l) => l.startsWith('tmp/'))).toEqual([]);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })).not.toMatch(/sleep 4321/);
+    const again = env.cli(['build', '-q', env.context({ Dockerfile: 'FROM busybox\nRUN true\n' })]);
+    expect(again.code, again.err).toBe(0);
+    expect(leftovers(env.root)).toEqual([]);
+    expect(mountsUnder(env.root)).toEqual([]);
   });
 });
