@@ -22,6 +22,8 @@ export interface Command {
   stopAtPositional?: boolean;
   minArgs?: number;
   maxArgs?: number;
+  /** A command group (`volume ls`, `network create`): the first argument picks one of these. */
+  subcommands?: Command[];
   /** Returns the exit code. Throw for errors: main prints "Error: ..." and exits 1 (or err.exitCode). */
   run(args: ParsedArgs, ctx: Context): Promise<number>;
 }

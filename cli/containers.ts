@@ -1,10 +1,14 @@
 // `ps`, `logs`, `stop`, `kill`, `wait`: thin wrappers over runtime/lifecycle.ts and runtime/logs.ts.
-import { bool, str, UsageError } from './args.js';
+import { bool, list, str, UsageError } from './args.js';
 import { out, type Command } from './command.js';
 import { formatRows, humanDuration, since, table } from './format.js';
 import { findContainer, readContainerConfig } from '../runtime/container.js';
 import { getContainer, killContainer, listContainers, signalNumber, stopContainer, waitContainer, type ContainerInfo } from '../runtime/lifecycle.js';
 import { readLogs } from '../runtime/logs.js';
+import { execInContainer } from '../runtime/exec-container.js';
+import { RunError } from '../runtime/run.js';
+import { ExitError } from './command.js';
+import { readEnvFiles } from './run.js';
 
 function statusText(c: ContainerInfo): string {
   if (c.status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(c.state.StartedAt))}`;
@@ -154,4 +158,39 @@ const wait: Command = {
   },
 };
 
-export const containerCommands: Command[] = [ps, logs, stop, kill, wait];
+const exec: Command = {
+  name: 'exec',
+  usage: 'exec [OPTIONS] CONTAINER COMMAND [ARG...]',
+  description: 'Execute a command in a running container',
+  stopAtPositional: true,
+  minArgs: 2,
+  flags: [
+    { name: 'interactive', short: 'i', type: 'bool', description: 'Keep STDIN open even if not attached' },
+    { name: 'tty', short: 't', type: 'bool', description: 'Allocate a pseudo-TTY' },
+    { name: 'detach', short: 'd', type: 'bool', description: 'Detached mode: run command in the background' },
+    { name: 'env', short: 'e', type: 'list', description: 'Set environment variables', arg: 'list' },
+    { name: 'env-file', type: 'list', description: 'Read in a file of environment variables', arg: 'list' },
+    { name: 'user', short: 'u', type: 'string', description: 'Username or UID (format: <name|uid>[:<group|gid>])', arg: 'string' },
+    { name: 'workdir', short: 'w', type: 'string', description: 'Working directory inside the container', arg: 'string' },
+  ],
+  async run(a, ctx) {
+    const store = await ctx.store();
+    const [ref, ...cmd] = a.positionals;
+    try {
+      return await execInContainer(store.root, ref!, {
+        args: cmd,
+        env: [...(await readEnvFiles(list(a, 'env-file'))), ...list(a, 'env')],
+        user: str(a, 'user'),
+        workdir: str(a, 'workdir'),
+        interactive: bool(a, 'interactive'),
+        tty: bool(a, 'tty'),
+        detach: bool(a, 'detach'),
+      });
+    } catch (e) {
+      if (e instanceof RunError) throw new ExitError(e.message, e.exitCode);
+      throw e;
+    }
+  },
+};
+
+export const containerCommands: Command[] = [exec, ps, logs, stop, kill, wait];

@@ -9,6 +9,7 @@ import { importRootfs } from '../image/import.js';
 import { findImageDigest, loadImage, resolveImage, shortTag, splitTag, tagImage, tagKey, type StoredImage } from '../image/images.js';
 import { pruneSnapshots } from '../image/snapshots.js';
 import { pruneSteps } from '../runtime/step.js';
+import { commitContainer } from '../runtime/commit.js';
 import { NotFoundError, type Store } from '../image/store.js';
 import type { ImageConfig } from '../image/schemas.js';
 import { containersUsingImages, containerImageIds } from '../runtime/usage.js';
@@ -49,6 +50,26 @@ const importCmd: Command = {
       os,
       architecture,
     });
+    out(ctx, img.id);
+    return 0;
+  },
+};
+
+const commitCmd: Command = {
+  name: 'commit',
+  usage: 'commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]',
+  description: "Create a new image from a container's changes",
+  flags: [
+    { name: 'change', short: 'c', type: 'list', description: 'Apply Dockerfile instruction to the created image' },
+    { name: 'message', short: 'm', type: 'string', description: 'Commit message' },
+    { name: 'author', short: 'a', type: 'string', description: 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")' },
+  ],
+  minArgs: 1,
+  maxArgs: 2,
+  async run(a, ctx) {
+    const [ref, name] = a.positionals as [string, string | undefined];
+    if (name) tagKey(name);
+    const img = await commitContainer(await ctx.store(), ref, { tag: name, changes: list(a, 'change'), message: str(a, 'message'), author: str(a, 'author') });
     out(ctx, img.id);
     return 0;
   },
@@ -414,4 +435,4 @@ const pruneCmd: Command = {
   },
 };
 
-export const imageCommands: Command[] = [importCmd, imagesCmd, tagCmd, rmiCmd, inspectCmd, historyCmd, pruneCmd];
+export const imageCommands: Command[] = [importCmd, commitCmd, imagesCmd, tagCmd, rmiCmd, inspectCmd, historyCmd, pruneCmd];

@@ -1,4 +1,5 @@
 // `run` and `rm`: thin wrappers over runtime/.
+import { promises as fsp } from 'node:fs';
 import { bool, list, str, UsageError } from './args.js';
 import { ExitError, out, type Command } from './command.js';
 import { RunError, runContainer, runDetached, type RunOptions } from '../runtime/run.js';
@@ -15,6 +16,9 @@ const run: Command = {
   flags: [
     { name: 'rm', type: 'bool', description: 'Automatically remove the container when it exits' },
     { name: 'detach', short: 'd', type: 'bool', description: 'Run container in background and print container ID' },
+    { name: 'interactive', short: 'i', type: 'bool', description: 'Keep STDIN open even if not attached' },
+    { name: 'tty', short: 't', type: 'bool', description: 'Allocate a pseudo-TTY' },
+    { name: 'init', type: 'bool', description: 'Run an init inside the container that forwards signals and reaps processes' },
     { name: 'memory', short: 'm', type: 'string', description: 'Memory limit', arg: 'bytes' },
     { name: 'memory-swap', type: 'string', description: "Swap limit equal to memory plus swap: '-1' to enable unlimited swap", arg: 'bytes' },
     { name: 'cpus', type: 'string', description: 'Number of CPUs', arg: 'decimal' },
@@ -29,12 +33,22 @@ const run: Command = {
     { name: 'user', short: 'u', type: 'string', description: 'Username or UID (format: <name|uid>[:<group|gid>])', arg: 'string' },
     { name: 'cap-add', type: 'list', description: 'Add Linux capabilities', arg: 'list' },
     { name: 'cap-drop', type: 'list', description: 'Drop Linux capabilities', arg: 'list' },
+    { name: 'volume', short: 'v', type: 'list', description: 'Bind mount a volume (host-dir:ctr-dir[:ro], name:ctr-dir, ctr-dir)', arg: 'list' },
+    { name: 'env-file', type: 'list', description: 'Read in a file of environment variables', arg: 'list' },
+    { name: 'read-only', type: 'bool', description: "Mount the container's root filesystem as read only" },
+    { name: 'tmpfs', type: 'list', description: 'Mount a tmpfs directory', arg: 'list' },
+    { name: 'privileged', type: 'bool', description: 'Give extended privileges to this container' },
+    { name: 'security-opt', type: 'list', description: 'Security Options (no-new-privileges)', arg: 'list' },
+    { name: 'ulimit', type: 'list', description: 'Ulimit options (name=soft[:hard])', arg: 'ulimit' },
     { name: 'network', type: 'string', description: 'Connect a container to a network (none, host)', arg: 'network', default: 'none' },
   ],
   async run(args, ctx) {
     const network = str(args, 'network') ?? 'none';
     if (network !== 'none' && network !== 'host') throw new UsageError(`network "${network}" is not supported yet (use none or host)`);
     const [image, ...cmd] = args.positionals;
+    if (bool(args, 'tty') && bool(args, 'interactive') && !bool(args, 'detach') && !process.stdin.isTTY) {
+      throw new ExitError('the input device is not a TTY', 1);
+    }
     const resources = parseResources(args);
     try {
       const opts: RunOptions = {
@@ -42,7 +56,16 @@ const run: Command = {
         args: cmd,
         rm: bool(args, 'rm'),
         name: str(args, 'name'),
-        env: list(args, 'env'),
+        env: [...(await readEnvFiles(list(args, 'env-file'))), ...list(args, 'env')],
+        volumes: list(args, 'volume'),
+        tmpfs: list(args, 'tmpfs').map((t) => t.split(':')[0]!),
+        readOnly: bool(args, 'read-only'),
+        privileged: bool(args, 'privileged'),
+        securityOpt: list(args, 'security-opt'),
+        ulimits: list(args, 'ulimit'),
+        interactive: bool(args, 'interactive') && !bool(args, 'detach'),
+        tty: bool(args, 'tty'),
+        init: bool(args, 'init'),
         workdir: str(args, 'workdir'),
         hostname: str(args, 'hostname'),
         entrypoint: str(args, 'entrypoint'),
@@ -63,6 +86,33 @@ const run: Command = {
     }
   },
 };
+
+/**
+ * --env-file, as Docker reads it: one VAR=value or VAR (taken from the host
+ * environment) per line; lines starting with # and blank lines skipped; the
+ * value is taken literally (no quotes removed, no expansion).
+ */
+export async function readEnvFiles(files: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const f of files) {
+    let text: string;
+    try {
+      text = await fsp.readFile(f, 'utf8');
+    } catch (e) {
+      throw new ExitError(`open ${f}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}`, 125);
+    }
+    text.split('\n').forEach((raw, i) => {
+      const line = raw.replace(/^\s+/, '').replace(/\r$/, '');
+      if (line === '' || line.startsWith('#')) return;
+      const eq = line.indexOf('=');
+      const name = eq === -1 ? line.trimEnd() : line.slice(0, eq);
+      if (name === '' || /\s/.test(name)) throw new ExitError(`${f}:${i + 1}: variable '${name}' contains whitespaces`, 125);
+      if (eq !== -1) out.push(line);
+      else if (process.env[name] !== undefined) out.push(`${name}=${process.env[name]}`);
+    });
+  }
+  return out;
+}
 
 function parseResources(args: Parameters<Command['run']>[0]): Resources {
   const r: Resources = {};
@@ -106,13 +156,16 @@ const rm: Command = {
   usage: 'rm [OPTIONS] CONTAINER [CONTAINER...]',
   description: 'Remove one or more containers',
   minArgs: 1,
-  flags: [{ name: 'force', short: 'f', type: 'bool', description: 'Force the removal of a running container (uses SIGKILL)' }],
+  flags: [
+    { name: 'force', short: 'f', type: 'bool', description: 'Force the removal of a running container (uses SIGKILL)' },
+    { name: 'volumes', short: 'v', type: 'bool', description: 'Remove anonymous volumes associated with the container' },
+  ],
   async run(args, ctx) {
     const store = await ctx.store();
     let failed = 0;
     for (const ref of args.positionals) {
       try {
-        await removeContainer(store.root, await findContainer(store.root, ref), { force: bool(args, 'force') });
+        await removeContainer(store.root, await findContainer(store.root, ref), { force: bool(args, 'force'), volumes: bool(args, 'volumes') });
         out(ctx, ref);
       } catch (e) {
         ctx.stderr.write(`Error response from daemon: ${(e as Error).message}\n`);

@@ -30,6 +30,7 @@ export interface BundleOptions {
   tmpfs?: string[];
   cgroupProcs?: string[];
   readonlyRootfs?: boolean;
+  privileged?: boolean;
   /** Extra lines for /etc/hosts (name resolution on user networks). */
   extraHosts?: string[];
 }
@@ -161,6 +162,7 @@ export async function writeBundle(storeRoot: string, dir: string, o: BundleOptio
     ],
     ...(o.tmpfs?.length ? { tmpfs: o.tmpfs } : {}),
     ...(o.readonlyRootfs ? { readonlyRootfs: true } : {}),
+    ...(o.privileged ? { privileged: true } : {}),
     process: o.process,
     cgroupProcs: o.cgroupProcs ?? [],
   };

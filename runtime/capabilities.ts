@@ -7,6 +7,7 @@
 //     (no SECBIT_KEEP_CAPS), which is what Docker gives a non-root user;
 //  3. for uid 0, capset(effective = permitted = the default set, inheritable =
 //     none: Docker's behaviour since CVE-2022-24769).
+import { readFileSync } from 'node:fs';
 import { capset, prctl, PR_CAPBSET_DROP, PR_CAPBSET_READ } from './syscalls.js';
 
 /** capability(7) numbers. */
@@ -118,4 +119,17 @@ export function effectiveCapNames(add: string[] = [], drop: string[] = []): stri
   if (adds.includes('ALL')) set = new Set(Object.keys(CAPS));
   for (const a of adds) if (a !== 'ALL') set.add(a);
   return [...set].sort((a, b) => CAPS[a]! - CAPS[b]!);
+}
+
+/**
+ * --privileged: every capability this process has in its bounding set (as
+ * Docker gives the daemon's), not every capability the kernel knows: a
+ * sandbox that withheld one from us cannot hand it to a container.
+ */
+export function privilegedCapNames(): string[] {
+  const line = readFileSync('/proc/self/status', 'utf8').match(/^CapBnd:\s*([0-9a-f]+)$/m);
+  const bnd = line ? BigInt(`0x${line[1]}`) : capMask(Object.keys(CAPS));
+  return Object.keys(CAPS)
+    .filter((n) => bnd & (1n << BigInt(CAPS[n]!)))
+    .sort((a, b) => CAPS[a]! - CAPS[b]!);
 }

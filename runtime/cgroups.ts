@@ -53,7 +53,17 @@ export interface CgroupPaths {
 }
 
 /** The v1 controllers a container gets a cgroup in. */
-const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'cpuset', 'pids'];
+const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'cpuset', 'pids', 'devices'];
+
+/**
+ * Docker's default device allow-list (v1 devices controller): mknod of any
+ * node, but read/write only of null, zero, full, random, urandom, tty,
+ * console, ptmx, the pty slaves and tun. v2 does this with an eBPF program,
+ * which we do not load: on a v2-only host the list is not enforced (the
+ * container has no device nodes but the ones we create, and no CAP_MKNOD
+ * misuse is possible beyond mknod itself).
+ */
+export const DEFAULT_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:200 rwm'];
 
 export function detectCgroupVersion(): CgroupVersion | undefined {
   try {
@@ -124,7 +134,7 @@ export function sharesToWeight(shares: number): number {
 export const CPU_PERIOD = 100_000;
 
 /** Creates the container's cgroups and writes the limits. Returns the cgroup.procs files init joins. */
-export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
+export function createCgroups(paths: CgroupPaths, r: Resources, opts: { allDevices?: boolean } = {}): string[] {
   if (paths.version === 2) {
     const dir = paths.dirs.unified!;
     const parent = path.dirname(dir);
@@ -170,6 +180,10 @@ export function createCgroups(paths: CgroupPaths, r: Resources): string[] {
   }
   if (d.cpu && r.cpuShares) write(d.cpu, 'cpu.shares', r.cpuShares);
   if (d.pids && r.pidsLimit !== undefined) write(d.pids, 'pids.max', r.pidsLimit > 0 ? r.pidsLimit : 'max');
+  if (d.devices && !opts.allDevices) {
+    write(d.devices, 'devices.deny', 'a');
+    for (const rule of DEFAULT_DEVICE_RULES) write(d.devices, 'devices.allow', rule);
+  }
   return unique.map((dir) => path.join(dir, 'cgroup.procs'));
 }
 

@@ -19,6 +19,7 @@ import type { Digest } from '../image/digest.js';
 import { umount2, MNT_DETACH } from './syscalls.js';
 import type { NetworkMode } from './spec.js';
 import { removeCgroups, type CgroupPaths } from './cgroups.js';
+import { removeAnonymousVolumes, type MountRecord } from './volumes.js';
 
 export type ContainerStatus = 'created' | 'running' | 'exited';
 
@@ -41,6 +42,12 @@ export interface ContainerConfig {
     WorkingDir: string;
     /** The image's STOPSIGNAL (`stop` sends it, default SIGTERM). */
     StopSignal?: string;
+    /** -t */
+    Tty?: boolean;
+    /** -i */
+    OpenStdin?: boolean;
+    /** --init */
+    Init?: boolean;
   };
   HostConfig: {
     AutoRemove: boolean;
@@ -54,7 +61,14 @@ export interface ContainerConfig {
     CpuShares?: number;
     CpusetCpus?: string;
     PidsLimit?: number;
+    Privileged?: boolean;
+    ReadonlyRootfs?: boolean;
+    SecurityOpt?: string[];
+    Tmpfs?: Record<string, string>;
+    Ulimits?: { Name: string; Soft: number; Hard: number }[];
   };
+  /** -v binds and volumes, image VOLUMEs (volumes.ts). */
+  Mounts?: MountRecord[];
   /** -d: stdout/stderr in json-file lines (logs.ts). */
   LogPath?: string;
   /** The container's cgroup dirs (cgroups.ts), recorded so `rm` can remove them from any process. */
@@ -226,7 +240,7 @@ export function mountsUnder(dir: string): string[] {
  * last process; anything still mounted below the dir in ours (it should not
  * be) is detached first, so rm -rf never walks into a mounted tree.
  */
-export async function removeContainer(root: string, id: string, opts: { force?: boolean; self?: boolean } = {}): Promise<void> {
+export async function removeContainer(root: string, id: string, opts: { force?: boolean; self?: boolean; volumes?: boolean } = {}): Promise<void> {
   const state = await readContainerState(root, id);
   if (isRunning(state)) {
     if (!opts.force) throw new Error(`cannot remove container ${id.slice(0, 12)}: container is running: stop the container before removing or force remove`);
@@ -252,4 +266,5 @@ export async function removeContainer(root: string, id: string, opts: { force?: 
     }
   }
   await fsp.rm(dir, { recursive: true, force: true, maxRetries: 5 });
+  if (opts.volumes) await removeAnonymousVolumes(root, config?.Mounts);
 }

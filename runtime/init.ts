@@ -32,17 +32,19 @@
 // Only synchronous fs calls here: async ones run on libuv threadpool threads,
 // which stay in the mount namespace and root we are leaving.
 import fs from 'node:fs';
+import { setControllingTerminal } from './pty.js';
+import { runReaper } from './reaper.js';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
-import { execve, interfaceUp, prctl, PR_SET_PDEATHSIG, resetSignals, setCloexec, sethostname, setsid } from './syscalls.js';
+import { CLONE_FS, CLONE_NEWNS, execve, interfaceUp, setns, unshare, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
 
 const SIGKILL = 9;
 
 const send = sendStatus;
 
-function main(): never {
+function main(): void {
   const specPath = process.argv[2];
   if (!specPath) throw new StageError('init: no spec given', 125);
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
@@ -63,22 +65,46 @@ function main(): never {
     }
   }
 
-  const binds = enterRootfs(spec);
-  mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs });
-
-  sethostname(spec.hostname);
-  if (spec.network === 'none') interfaceUp('lo');
+  if (spec.join) {
+    // exec: the container's mount namespace (and with it its root and cwd).
+    // setns(CLONE_NEWNS) refuses a thread sharing fs state (root, cwd, umask)
+    // with others, and Node has threads: unshare that state first.
+    const mnt = fs.openSync(`/proc/${spec.join.pid}/ns/mnt`, 'r');
+    unshare(CLONE_FS);
+    setns(mnt, CLONE_NEWNS);
+    fs.closeSync(mnt);
+  } else {
+    const binds = enterRootfs(spec);
+    mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
+    sethostname(spec.hostname);
+    if (spec.network === 'none') interfaceUp('lo');
+  }
 
   const user = resolveUser(spec.process.user);
   const env = [...spec.process.env];
   if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
   const cwd = spec.process.cwd || '/';
-  fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
-  if (spec.readonlyRootfs) makeRootReadonly();
+  if (spec.join) {
+    try {
+      process.chdir(cwd);
+    } catch {
+      throw new StageError(`Cwd must be an absolute path and exist in the container: ${cwd}`, 126);
+    }
+  } else {
+    fs.mkdirSync(cwd, { recursive: true, mode: 0o755 });
+    if (spec.readonlyRootfs) makeRootReadonly();
+  }
   const file = lookPath(spec.process.args[0] ?? '', env);
   process.chdir(cwd);
 
+  for (const l of spec.process.rlimits ?? []) {
+    const n = RLIMITS[l.name];
+    if (n === undefined) throw new StageError(`invalid ulimit type: ${l.name}`, 125);
+    setrlimit(n, l.soft, l.hard);
+  }
+
   setsid();
+  if (spec.process.terminal) setControllingTerminal(0);
   const caps = capMask(spec.process.capabilities);
   dropBoundingSet(caps);
   process.setgroups!(user.groups);
@@ -86,6 +112,7 @@ function main(): never {
   process.setuid!(user.uid);
   if (user.uid === 0) setCapabilities(caps);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (spec.process.noNewPrivileges) prctl(PR_SET_NO_NEW_PRIVS, 1);
 
   for (const fd of [0, 1, 2]) {
     try {
@@ -93,6 +120,16 @@ function main(): never {
     } catch {
       /* fd not open: the program gets it closed, as it would from any parent */
     }
+  }
+  if (spec.process.init) {
+    // --init: we stay PID 1 as a reaper (reaper.ts); the program is our child.
+    try {
+      runReaper(file, spec.process.args, env);
+    } catch (e) {
+      throw execError(spec.process.args[0] ?? file, e as NodeJS.ErrnoException);
+    }
+    fs.closeSync(STATUS_FD); // started: the intermediate reads EOF, as after an execve
+    return;
   }
   resetSignals();
 

@@ -31,11 +31,25 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { stageScript } from './stages.js';
 import { STATUS_FD, sendStatus, readStatusMessages, type InitSpec } from './spec.js';
-import { prctl, PR_SET_PDEATHSIG, setCloexec, unshare } from './syscalls.js';
+import { prctl, PR_SET_PDEATHSIG, setCloexec, setns, unshare } from './syscalls.js';
 
 const SIGKILL = 9;
 
 const send = sendStatus;
+
+/**
+ * `exec`: the container's namespaces instead of new ones. Opened first, all of
+ * them, so a container exiting halfway cannot leave us in half of them. The
+ * pid namespace, like unshare's, applies to the children we spawn; the mount
+ * namespace is init's to join (it needs a thread that shares no fs state).
+ */
+function joinNamespaces(pid: number): void {
+  const fds = ['ipc', 'uts', 'net', 'pid'].map((ns) => fs.openSync(`/proc/${pid}/ns/${ns}`, 'r'));
+  for (const fd of fds) {
+    setns(fd);
+    fs.closeSync(fd);
+  }
+}
 
 function main(): void {
   const specPath = process.argv[2];
@@ -44,9 +58,10 @@ function main(): void {
   setCloexec(STATUS_FD);
 
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => {});
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (!spec.detached) prctl(PR_SET_PDEATHSIG, SIGKILL);
 
-  unshare(spec.namespaces);
+  if (spec.join) joinNamespaces(spec.join.pid);
+  else unshare(spec.namespaces);
 
   const child = spawn(process.execPath, [stageScript('init'), specPath], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],

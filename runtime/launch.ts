@@ -2,11 +2,14 @@
 // (step.ts): spawn the intermediate with a spec, relay what it reports, and
 // turn the end into Docker's exit code. One code path for both, as the
 // builder's RUN must behave exactly like `tsbuild run`.
-import { spawn, type StdioOptions } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import { stageScript } from './stages.js';
 import { STATUS_FD, readStatusMessages } from './spec.js';
+
+/** What fds 0-2 of the stages are: pipes to us, inherited, /dev/null, or an fd (a pty slave). */
+export type StdioSlot = 'pipe' | 'ignore' | 'inherit' | number;
 
 export interface LaunchHooks {
   /** Host pid of the container's PID 1 (init, soon the user's program). */
@@ -37,16 +40,24 @@ export interface Launched {
   /** Current host pid of PID 1 (0 until known). */
   pid(): number;
   done: Promise<LaunchResult>;
+  /** Lets this process exit while the stages go on (exec -d). */
+  unref(): void;
 }
 
 /**
  * Spawns `intermediate.js spec.json` with stdio as given for fds 0-2 (fd 3 is
  * always the status pipe) and resolves with the exit code once it is gone.
  */
-export async function launch(specPath: string, stdio: [StdioOptions, StdioOptions, StdioOptions] | StdioOptions[], hooks: LaunchHooks = {}): Promise<Launched> {
+export async function launch(
+  specPath: string,
+  stdio: StdioSlot[],
+  hooks: LaunchHooks = {},
+  opts: { detached?: boolean } = {},
+): Promise<Launched> {
   await fsp.access(stageScript('intermediate'), fsConstants.R_OK);
   const child = spawn(process.execPath, [stageScript('intermediate'), specPath], {
-    stdio: [...(stdio as StdioOptions[]).slice(0, 3), 'pipe'] as StdioOptions,
+    stdio: [...stdio.slice(0, 3), 'pipe'],
+    detached: !!opts.detached,
   });
   let pid = 0;
   let error: { code: number; message: string } | undefined;
@@ -70,5 +81,9 @@ export async function launch(specPath: string, stdio: [StdioOptions, StdioOption
     if (exit) return { code: exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125), message: '' };
     return { code: 125, message: `container runtime failed (intermediate exited with ${intermediateCode})` };
   });
-  return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, pid: () => pid, done };
+  const unref = () => {
+    (child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    child.unref();
+  };
+  return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, pid: () => pid, done, unref };
 }

@@ -51,7 +51,7 @@ async function main(): Promise<void> {
     },
   });
   if (!reported) report({ type: 'error', code: 125, message: 'container exited before it started' });
-  if (config.HostConfig.AutoRemove) await removeContainer(root, id, { force: true, self: true });
+  if (config.HostConfig.AutoRemove) await removeContainer(root, id, { force: true, self: true, volumes: true });
 }
 
 main().then(

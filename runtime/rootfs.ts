@@ -80,6 +80,12 @@ export function enterRootfs(spec: InitSpec): ClonedBind[] {
   chdir(spec.storeRoot);
   mount('overlay', spec.rootfs, 'overlay', 0, overlayOptions(spec));
   const binds = spec.binds.map((bind) => ({ fd: openTreeClone(bind.source), isDir: fs.statSync(bind.source).isDirectory(), bind }));
+  // -t: our fd 0 is the host's pty slave; bound on /dev/console it gives the
+  // terminal a name inside the container (ttyname() finds it there).
+  if (spec.process.terminal) {
+    const slave = fs.readlinkSync('/proc/self/fd/0');
+    binds.push({ fd: openTreeClone(slave), isDir: false, bind: { source: slave, target: '/dev/console', readonly: false } });
+  }
   chdir(spec.rootfs);
   pivotRoot('.', '.');
   umount2('.', MNT_DETACH);
@@ -141,7 +147,7 @@ const MASKED_FILES = ['/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys',
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 /** Steps 6-7: the kernel filesystems, /dev, the bind mounts and masked paths, all inside the new root. */
-export function mountSpecialFilesystems(binds: ClonedBind[], opts: { tmpfs?: string[] } = {}): void {
+export function mountSpecialFilesystems(binds: ClonedBind[], opts: { tmpfs?: string[]; privileged?: boolean } = {}): void {
   mountDir('/proc');
   mount('proc', '/proc', 'proc', MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
@@ -160,7 +166,7 @@ export function mountSpecialFilesystems(binds: ClonedBind[], opts: { tmpfs?: str
   mount('mqueue', '/dev/mqueue', 'mqueue', MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
   mountDir('/sys');
-  mount('sysfs', '/sys', 'sysfs', MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  mount('sysfs', '/sys', 'sysfs', (opts.privileged ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
   for (const { fd, isDir, bind } of binds) {
     if (isDir) mountDir(bind.target);
@@ -175,6 +181,7 @@ export function mountSpecialFilesystems(binds: ClonedBind[], opts: { tmpfs?: str
     mount('tmpfs', t, 'tmpfs', MS_NOSUID | MS_NODEV, 'mode=755');
   }
 
+  if (opts.privileged) return;
   for (const p of MASKED_FILES) {
     let st: fs.Stats;
     try {

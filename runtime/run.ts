@@ -12,13 +12,13 @@
 // Exit code, as `docker run`: the program's own; 128+N if a signal N killed
 // it; 126 cannot execute; 127 not found; 125 when tsbuild itself failed.
 import { spawn } from 'node:child_process';
-import { promises as fsp, constants as fsConstants } from 'node:fs';
+import { closeSync, promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { resolveImage } from '../image/images.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
-import { effectiveCapNames } from './capabilities.js';
+import { effectiveCapNames, privilegedCapNames } from './capabilities.js';
 import { processConfig, ConfigError } from './config.js';
 import {
   containerDir,
@@ -37,7 +37,10 @@ import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resour
 import { JsonLogWriter } from './logs.js';
 import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
 import { writeBundle } from './bundle.js';
-import { launch } from './launch.js';
+import { launch, type StdioSlot } from './launch.js';
+import { attachTerminal, openPty } from './pty.js';
+import { RLIMITS } from './syscalls.js';
+import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
 export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
@@ -57,6 +60,45 @@ export interface RunOptions {
   capDrop?: string[];
   /** -m, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit. */
   resources?: Resources;
+  /** -v host:ctr[:ro], name:ctr, /ctr */
+  volumes?: string[];
+  /** --tmpfs /path */
+  tmpfs?: string[];
+  readOnly?: boolean;
+  privileged?: boolean;
+  /** --security-opt (no-new-privileges[:true|false]) */
+  securityOpt?: string[];
+  /** --ulimit name=soft[:hard] */
+  ulimits?: string[];
+  /** -i: attach stdin (without it the program reads EOF, as with docker run). */
+  interactive?: boolean;
+  /** -t: a pseudo-terminal (pty.ts). */
+  tty?: boolean;
+  /** --init: a reaper as PID 1 (reaper.ts). */
+  init?: boolean;
+}
+
+/** Parses --ulimit values (nofile=1024:2048, nproc=64, core=-1). */
+export function parseUlimits(values: string[]): { name: string; soft: number; hard: number }[] {
+  return values.map((v) => {
+    const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(v);
+    if (!m) throw new RunError(`invalid ulimit argument: ${v} (want name=soft[:hard], e.g. nofile=1024:2048)`, 125);
+    if (RLIMITS[m[1]!] === undefined) throw new RunError(`invalid ulimit type: ${m[1]}`, 125);
+    const soft = Number(m[2]);
+    const hard = m[3] !== undefined ? Number(m[3]) : soft;
+    if (hard >= 0 && (soft < 0 || soft > hard)) throw new RunError(`ulimit soft limit must be less than or equal to hard limit: ${soft} > ${hard}`, 125);
+    return { name: m[1]!, soft, hard };
+  });
+}
+
+function noNewPrivileges(opts: string[]): boolean {
+  let on = false;
+  for (const o of opts) {
+    const m = /^no-new-privileges(?:[:=](true|false))?$/.exec(o);
+    if (!m) throw new RunError(`invalid --security-opt: ${o} (supported: no-new-privileges[:true|false])`, 125);
+    on = m[1] !== 'false';
+  }
+  return on;
 }
 
 /** A failure with the exit code `docker run` would give (125 tsbuild, 126 cannot execute, 127 not found). */
@@ -79,11 +121,11 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIG
 export async function runContainer(store: Store, opts: RunOptions): Promise<number> {
   const { id, dir } = await prepareContainer(store, opts);
   try {
-    const r = await superviseContainer(store.root, id, dir, { foreground: true });
+    const r = await superviseContainer(store.root, id, dir, { foreground: true, interactive: !!opts.interactive });
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
   }
 }
 
@@ -97,7 +139,7 @@ export async function runDetached(store: Store, opts: RunOptions): Promise<strin
   try {
     await spawnMonitor(store.root, id, dir);
   } catch (e) {
-    if (opts.rm) await removeContainer(store.root, id, { force: true }).catch(() => {});
+    if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e;
   }
   return id;
@@ -168,11 +210,21 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   }
   let capabilities: string[];
   try {
-    capabilities = effectiveCapNames(opts.capAdd, opts.capDrop);
+    capabilities = opts.privileged ? privilegedCapNames() : effectiveCapNames(opts.capAdd, opts.capDrop);
   } catch (e) {
     throw new RunError((e as Error).message, 125);
   }
+  const rlimits = parseUlimits(opts.ulimits ?? []);
+  const nnp = noNewPrivileges(opts.securityOpt ?? []);
+  for (const t of opts.tmpfs ?? []) if (!t.startsWith('/')) throw new RunError(`invalid --tmpfs ${t}: the path must be absolute`, 125);
   const snapshots = await ensureSnapshots(store, image);
+  let mounts;
+  try {
+    mounts = await resolveMounts(store, opts.volumes ?? [], Object.keys(image.config.config?.Volumes ?? {}));
+  } catch (e) {
+    if (e instanceof VolumeError) throw new RunError(e.message, 125);
+    throw e;
+  }
 
   const name = opts.name ?? randomName();
   const r = opts.resources ?? {};
@@ -194,6 +246,9 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       Cmd: proc.cmd.length ? proc.cmd : null,
       Entrypoint: proc.entrypoint.length ? proc.entrypoint : null,
       WorkingDir: proc.cwd,
+      Tty: !!opts.tty,
+      Init: !!opts.init,
+      OpenStdin: !!opts.interactive,
       ...(image.config.config?.StopSignal ? { StopSignal: image.config.config.StopSignal } : {}),
     },
     HostConfig: {
@@ -207,7 +262,13 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       CpuShares: r.cpuShares ?? 0,
       CpusetCpus: r.cpusetCpus ?? '',
       PidsLimit: r.pidsLimit ?? 0,
+      Privileged: !!opts.privileged,
+      ReadonlyRootfs: !!opts.readOnly,
+      SecurityOpt: opts.securityOpt ?? [],
+      Tmpfs: Object.fromEntries((opts.tmpfs ?? []).map((t) => [t, ''])),
+      Ulimits: rlimits.map((l) => ({ Name: l.name, Soft: l.soft, Hard: l.hard })),
     },
+    Mounts: mounts.mounts,
     LogPath: path.join(containerDir(store.root, id), `${id}-json.log`),
     ...(cgroup ? { Cgroup: cgroup } : {}),
   };
@@ -215,6 +276,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   try {
     dir = await createContainer(store, config);
   } catch (e) {
+    await removeAnonymousVolumes(store.root, mounts.mounts);
     throw new RunError((e as Error).message, 125);
   }
 
@@ -222,7 +284,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     let cgroupProcs: string[] = [];
     if (cgroup) {
       try {
-        cgroupProcs = createCgroups(cgroup, r);
+        cgroupProcs = createCgroups(cgroup, r, { allDevices: opts.privileged });
       } catch (e) {
         // Without limits asked for, a container can run without its own cgroup (e.g. no write access to them).
         if (wantsLimits) throw new RunError((e as Error).message, 125);
@@ -234,11 +296,15 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       snapshots,
       hostname,
       network,
-      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities },
+      process: { args: proc.args, env: proc.env, cwd: proc.cwd, user: proc.user, capabilities, rlimits, noNewPrivileges: nnp, terminal: !!opts.tty, init: !!opts.init },
+      binds: mounts.binds,
+      tmpfs: opts.tmpfs,
+      readonlyRootfs: opts.readOnly,
+      privileged: opts.privileged,
       cgroupProcs,
     });
   } catch (e) {
-    await removeContainer(store.root, id, { force: true }).catch(() => {});
+    await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
   }
   return { id, dir };
@@ -246,7 +312,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
 
 export type SuperviseMode =
   /** `tsbuild run`: stdio inherited, terminal signals forwarded to the container. */
-  | { foreground: true }
+  | { foreground: true; interactive: boolean }
   /** The monitor of `run -d`: stdout/stderr into a json-file log; onStarted once exec'd (or failed). */
   | { foreground?: false; logPath: string; onStarted(error?: { code: number; message: string }): void };
 
@@ -305,7 +371,14 @@ export async function superviseContainer(root: string, id: string, dir: string, 
 
   let result: { code: number; message: string };
   try {
-    const launched = await launch(path.join(dir, 'spec.json'), mode.foreground ? ['inherit', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'], {
+    // -t: the program's stdio is a pty slave; we relay the master (pty.ts).
+    const pty = config.Config.Tty ? openPty() : undefined;
+    const stdio: StdioSlot[] = pty
+      ? [pty.slave, pty.slave, pty.slave]
+      : mode.foreground
+        ? [mode.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']
+        : ['ignore', 'pipe', 'pipe'];
+    const launched = await launch(path.join(dir, 'spec.json'), stdio, {
       onPid(pid) {
         const startTime = procStartTime(pid) ?? 0;
         updateState((s) => {
@@ -327,11 +400,24 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     });
     pidNow = launched.pid;
     const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
-    if (log) {
+    let terminal: ReturnType<typeof attachTerminal> | undefined;
+    if (pty) {
+      closeSync(pty.slave);
+      terminal = attachTerminal(pty, {
+        stdin: mode.foreground && mode.interactive ? process.stdin : undefined,
+        stdout: log ? { write: (b: Buffer) => log.write('stdout', b) } as unknown as NodeJS.WritableStream : process.stdout,
+      });
+    } else if (log) {
       launched.stdout!.on('data', (b: Buffer) => log.write('stdout', b));
       launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
     }
     result = await launched.done;
+    if (terminal) {
+      // Output still in the pty after the exit; every slave fd is closed once
+      // the container's last process is gone, which ends the relay.
+      await Promise.race([terminal.done, new Promise((r) => setTimeout(r, 2000))]);
+      terminal.detach();
+    }
     await log?.close();
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);

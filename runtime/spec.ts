@@ -39,8 +39,18 @@ export interface InitSpec {
   binds: BindSpec[];
   /** Container paths to mount a fresh tmpfs on (RUN --mount=type=tmpfs, --tmpfs). */
   tmpfs?: string[];
+  /** --privileged: no masked or read-only /proc paths, /sys read-write (capabilities come in process.capabilities). */
+  privileged?: boolean;
   /** --read-only: the root is remounted read-only once everything is mounted. */
   readonlyRootfs?: boolean;
+  /**
+   * `exec`: join the running container whose PID 1 has this host pid instead
+   * of creating namespaces and a rootfs (the intermediate setns()es into its
+   * pid/uts/ipc/net namespaces, init into its mount namespace and cgroup).
+   */
+  join?: { pid: number };
+  /** exec -d: the intermediate outlives `tsbuild exec` (no PDEATHSIG, own session). */
+  detached?: boolean;
   /** cgroup.procs files init writes "0" (itself) into before anything else (cgroups.ts). */
   cgroupProcs?: string[];
   process: {
@@ -51,6 +61,14 @@ export interface InitSpec {
     user: string;
     /** Capability names (CAP_*) the program keeps: bounding set, and effective/permitted for uid 0. */
     capabilities: string[];
+    /** --ulimit: RLIMIT name (nofile, nproc, ...) with soft and hard limits (-1 unlimited). */
+    rlimits?: { name: string; soft: number; hard: number }[];
+    /** --init: PID 1 is a reaper that starts the program as its child (reaper.ts). */
+    init?: boolean;
+    /** -t: fd 0 is a pty slave to make the controlling terminal (pty.ts). */
+    terminal?: boolean;
+    /** --security-opt no-new-privileges: setuid binaries and file caps grant nothing. */
+    noNewPrivileges?: boolean;
   };
 }
 

@@ -19,6 +19,7 @@ const koffi = require('koffi') as typeof import('koffi');
 
 // ---- constants (linux/sched.h, linux/mount.h, linux/prctl.h) -------------------
 
+export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWCGROUP = 0x02000000;
 export const CLONE_NEWUTS = 0x04000000;
@@ -84,6 +85,7 @@ const _ioctl = libc.func('int ioctl(int fd, unsigned long request, ...)');
 const _close = libc.func('int close(int fd)');
 const _getpid = libc.func('int getpid()');
 const _capset = libc.func('int capset(void *header, void *data)');
+const _prlimit = libc.func('int prlimit(int pid, int resource, const void *newlimit, void *oldlimit)');
 
 // ---- wrappers ------------------------------------------------------------------
 
@@ -233,6 +235,34 @@ export function interfaceUp(name: string): void {
   } finally {
     _close(fd);
   }
+}
+
+/** RLIMIT_* numbers (x86_64), by Docker's --ulimit names. */
+export const RLIMITS: Record<string, number> = {
+  cpu: 0,
+  fsize: 1,
+  data: 2,
+  stack: 3,
+  core: 4,
+  rss: 5,
+  nproc: 6,
+  nofile: 7,
+  memlock: 8,
+  as: 9,
+  locks: 10,
+  sigpending: 11,
+  msgqueue: 12,
+  nice: 13,
+  rtprio: 14,
+  rttime: 15,
+};
+
+/** setrlimit(2) for the calling process; -1 means unlimited (RLIM_INFINITY). */
+export function setrlimit(resource: number, soft: number, hard: number): void {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64LE(soft < 0 ? 0xffffffffffffffffn : BigInt(soft), 0);
+  b.writeBigUInt64LE(hard < 0 ? 0xffffffffffffffffn : BigInt(hard), 8);
+  if (_prlimit(0, resource, b, null) !== 0) throw errnoError('setrlimit');
 }
 
 export { koffi };

@@ -6,7 +6,7 @@
 # It grows as the runtime, builder and registry client land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TSBUILD="node $PWD/dist/cli/main.js"
+TSBUILD="$PWD/bin/tsbuild"
 work=$(mktemp -d /tmp/tsbuild-demo-XXXXXX)
 keep=${TSBUILD_DEMO_KEEP:-}
 cleanup() { if [ -z "$keep" ]; then rm -rf "$work"; else echo "demo: kept $work"; fi; }

@@ -9,9 +9,10 @@ need_node=$(node -e 'console.log(process.versions.node.split(".")[0] >= 20 ? "ok
 if [ "$need_node" != ok ]; then echo "setup: Node 20 or newer is required (found $(node --version))" >&2; exit 1; fi
 
 # Debian packages: busybox-static (base image fixture), skopeo + umoci (interop
-# tests), attr (getfattr in tests' debugging), docker-registry (registry tests).
-pkgs=(busybox-static skopeo umoci docker-registry)
-bins=(/bin/busybox /usr/bin/skopeo /usr/bin/umoci /usr/bin/docker-registry)
+# tests), attr (getfattr in tests' debugging), docker-registry (registry tests),
+# apache2-utils (htpasswd -B for the registry's basic auth), openssl (test certificates).
+pkgs=(busybox-static skopeo umoci docker-registry apache2-utils openssl)
+bins=(/bin/busybox /usr/bin/skopeo /usr/bin/umoci /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/openssl)
 missing=()
 for i in "${!pkgs[@]}"; do [ -x "${bins[$i]}" ] || missing+=("${pkgs[$i]}"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -3,7 +3,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execFile } from 'node:child_process';
 import tarStream from 'tar-stream';
+import { Store } from '../image/store.js';
+import { importRootfs } from '../image/import.js';
+import type { StoredImage } from '../image/images.js';
+import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
 
 export function tempDir(tag = 'test'): string {
   return mkdtempSync(path.join(os.tmpdir(), `tsbuild-${tag}-`));
@@ -43,4 +48,35 @@ export async function makeTar(entries: TarEntrySpec[]): Promise<Buffer> {
   pack.finalize();
   await done;
   return Buffer.concat(chunks);
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI (dist/cli/main.js) with --root root; never rejects. */
+export function tsbuildCli(root: string, opts: { timeoutMs?: number } = {}) {
+  const main = path.resolve(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+  return (args: string[], o: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> =>
+    new Promise((resolve) => {
+      const child = execFile(
+        process.execPath,
+        [main, '--', '--root', root, ...args],
+        { encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000, env: o.env ?? process.env, maxBuffer: 64 * 1024 * 1024 },
+        (err, stdout, stderr) => resolve({ code: child.exitCode ?? (err as { code?: number } | null)?.code ?? -1, stdout, stderr }),
+      );
+      child.stdin!.end(o.input ?? '');
+    });
+}
+
+/** A store under a fresh tsbuild temp dir with the busybox fixture imported as busybox:latest (Cmd sh). */
+export async function busyboxStore(dirs: TempDirs, tag = 'bb'): Promise<{ root: string; store: Store; image: StoredImage }> {
+  const root = path.join(dirs.make(tag), 'root');
+  const store = await Store.open(root);
+  const tar = path.join(dirs.make(`${tag}-fixture`), 'busybox.tar');
+  await makeBusyboxRootfs(tar);
+  const image = await importRootfs(store, tar, { tags: ['busybox:latest'], sourceName: 'test', config: { Cmd: ['sh'] } });
+  return { root, store, image };
 }

@@ -234,7 +234,8 @@ describe('run: the container', () => {
     // --entrypoint without args drops the image's CMD (["sh"]): echo prints an empty line.
     expect((await tsbuild(['run', '--rm', '--entrypoint', 'echo', 'busybox'])).stdout).toBe('\n');
     // The image's CMD is sh, reading stdin (inherited).
-    expect((await tsbuild(['run', '--rm', 'busybox'], { input: 'echo from-stdin\n' })).stdout).toBe('from-stdin\n');
+    expect((await tsbuild(['run', '--rm', '-i', 'busybox'], { input: 'echo from-stdin\n' })).stdout).toBe('from-stdin\n');
+    expect((await tsbuild(['run', '--rm', 'busybox'], { input: 'echo from-stdin\n' })).stdout).toBe(''); // no -i: not attached
     expect((await tsbuild(['run', '--rm', '-u', 'nobody', 'busybox', 'id'])).stdout).toBe('uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n');
     expect((await tsbuild(['run', '--rm', '-u', '1234:5678', 'busybox', 'sh', '-c', 'id -u; id -g'])).stdout).toBe('1234\n5678\n');
   });

@@ -1,0 +1,20 @@
+// `npm run bench [section...] [--runs N]`: side-by-side benchmarks against the
+// reference tools, in one run. Sections: run.
+import { benchRuntime } from './runtime.js';
+
+const sections: Record<string, (runs: number) => Promise<unknown>> = {
+  run: benchRuntime,
+};
+
+const argv = process.argv.slice(2);
+const ri = argv.indexOf('--runs');
+const runs = ri >= 0 ? Number(argv[ri + 1]) : 10;
+const wanted = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs');
+for (const name of wanted.length ? wanted : Object.keys(sections)) {
+  const fn = sections[name];
+  if (!fn) {
+    console.error(`bench: unknown section ${name} (have: ${Object.keys(sections).join(', ')})`);
+    process.exit(2);
+  }
+  await fn(runs);
+}
