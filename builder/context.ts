@@ -44,10 +44,49 @@ export interface ContextOptions {
   cwd?: string;
 }
 
+/** A Dockerfile on stdin is small; anything bigger than this is not one. */
+const MAX_DOCKERFILE = 16 * 1024 * 1024;
+
 async function readAll(s: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of s) chunks.push(c as Buffer);
+  let n = 0;
+  for await (const c of s) {
+    chunks.push(c as Buffer);
+    n += (c as Buffer).length;
+    if (n > MAX_DOCKERFILE) throw new ContextError('the Dockerfile on stdin is larger than 16 MiB: is it really a Dockerfile?');
+  }
   return Buffer.concat(chunks);
+}
+
+/**
+ * Reads the first `n` bytes of a stream (or all of it, if shorter) and
+ * returns them with a stream of the whole input: the head, then the rest.
+ */
+async function peek(s: Readable, n: number): Promise<{ head: Buffer; all: Readable }> {
+  const it = s[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const chunks: Buffer[] = [];
+  let len = 0;
+  let done = false;
+  while (len < n) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    chunks.push(r.value);
+    len += r.value.length;
+  }
+  const head = Buffer.concat(chunks);
+  async function* rest(): AsyncGenerator<Buffer> {
+    yield head;
+    if (done) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  return { head, all: Readable.from(rest(), { objectMode: false }) };
 }
 
 function looksLikeTar(b: Buffer): boolean {
@@ -92,18 +131,19 @@ export async function openContext(store: Store, o: ContextOptions): Promise<Buil
   if (o.context === '-') {
     if (!o.stdin) throw new ContextError('context "-" needs a tar archive (or a Dockerfile) on stdin');
     if (o.file === '-') throw new ContextError('cannot read both the context and the Dockerfile from stdin: give -f a file inside the context tar');
-    const data = await readAll(o.stdin);
+    // Streamed: a context tar is unpacked as it arrives, never held in memory.
+    const { head, all } = await peek(o.stdin, 512);
     const tmp = store.tmpPath('context');
     await fsp.mkdir(tmp, { recursive: true, mode: 0o755 });
     const cleanup = () => fsp.rm(tmp, { recursive: true, force: true });
     const cleanupSync = () => fs.rmSync(tmp, { recursive: true, force: true });
     try {
-      if (!looksLikeTar(data)) {
+      if (!looksLikeTar(head)) {
         // `tsbuild build - < Dockerfile`: a Dockerfile and an empty context.
-        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: data.toString('utf8'), name: 'Dockerfile' }, cleanup, cleanupSync };
+        return { fs: new DirFS(tmp, 'build context'), dockerfile: { text: (await readAll(all)).toString('utf8'), name: 'Dockerfile' }, cleanup, cleanupSync };
       }
       try {
-        await applyLayer(Readable.from([data]), tmp, { mode: 'merged' });
+        await applyLayer(all, tmp, { mode: 'merged' });
       } catch (e) {
         throw new ContextError(`the context tar on stdin cannot be unpacked: ${(e as Error).message}`);
       }
