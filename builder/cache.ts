@@ -92,6 +92,8 @@ export async function clearCache(root: string): Promise<number> {
   return n;
 }
 
+const SMALL_FILE = 1 << 20;
+
 type FileEntry = [size: number, mtimeMs: number, ctimeMs: number, ino: number, sha256: string];
 
 /**
@@ -127,7 +129,9 @@ export class FileHashCache implements ContentHasher {
     const e = this.entries[p];
     if (e && e[0] === st.size && e[1] === st.mtimeMs && e[2] === st.ctimeMs && e[3] === st.ino) return e[4];
     const h = createHash('sha256');
-    for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
+    // Small files in one read: a stream per file costs more than the hashing.
+    if (st.size <= SMALL_FILE) h.update(fs.readFileSync(p));
+    else for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
     const sum = h.digest('hex');
     this.entries[p] = [st.size, st.mtimeMs, st.ctimeMs, st.ino, sum];
     this.dirty = true;
