@@ -18,8 +18,8 @@
 // each cgroup.procs as its very first step, before unshare(NEWNS) and long
 // before execve. That is program order in the one process that execs, so no
 // instruction of the user's program, and nothing it forks, runs outside the
-// cgroup; no synchronisation with the intermediate is needed (had the
-// intermediate written init's pid after spawn(), init would have to wait for
+// cgroup; no synchronisation with stage 0 is needed (had stage 0
+// written init's pid after spawn(), init would have to wait for
 // a "done" message before execve). All of init's threads move with it
 // (cgroup.procs moves the whole thread group). Memory Node charged before the
 // move stays charged to the old cgroup and is uncharged at execve.

@@ -1,5 +1,5 @@
 // `tsbuild exec`: a new process in a running container. The same stages as
-// `run` (launch.ts) with spec.join set: the intermediate setns()es into the
+// `run` (launch.ts) with spec.join set: launch() setns()es into the
 // container's pid/uts/ipc/net namespaces instead of unsharing, init joins its
 // cgroup and mount namespace instead of building a rootfs, and the rest (user
 // from the container's /etc/passwd, PATH lookup, capabilities, execve) is
@@ -66,12 +66,11 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
       specPath,
       pty ? [pty.slave, pty.slave, pty.slave] : o.detach ? ['ignore', 'ignore', 'ignore'] : [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
       { onPid: (p) => (pid = p), onExec: () => started(), onError: (err) => started(err) },
-      { detached: o.detach },
     );
     if (o.detach) {
       const err = await Promise.race([startedP, launched.done.then((r) => (r.message ? r : undefined))]);
       if (err) throw new RunError(err.message, err.code);
-      // The intermediate (in a session of its own, no PDEATHSIG) waits for the program; we may go.
+      // The program (in a session of its own, no PDEATHSIG: spec.detached) goes on; we may go.
       launched.unref();
       return 0;
     }

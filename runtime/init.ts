@@ -1,12 +1,12 @@
-// Stage 2: init. Started by the intermediate after it unshared the pid (and
+// Stage 1: init. Started by launch() (launch.ts) in new pid (and
 // UTS, IPC, net) namespaces, so this Node process is PID 1 of the container.
 // It builds the container's world and then execve's the user's program, which
 // thereby *becomes* PID 1: no Node process stays behind inside the container.
 //
-//   node init.js <spec.json>        fd 3: status pipe to the intermediate
+//   node init.js <spec.json>        fd 3: status pipe to stage 0
 //
 // Order, and why:
-//  1. PR_SET_PDEATHSIG first: if the intermediate dies, nobody would wait for
+//  1. PR_SET_PDEATHSIG first: if stage 0 dies, nobody would wait for
 //     us or report our exit; better to die with it.
 //  2. Rootfs (rootfs.ts has its own ordering notes): our own mount namespace,
 //     overlay, pivot_root, then /proc, /dev, /sys and the bind mounts, all
@@ -15,17 +15,17 @@
 //  4. User, HOME, working directory and the program's path are looked up
 //     *inside* the container (its /etc/passwd, its $PATH), so after pivot_root.
 //     The working dir is created as root (Docker does), before dropping privileges.
-//  5. setsid(): the container gets its own session, with no controlling
-//     terminal, so a ^C at the user's terminal reaches only `tsbuild run`,
-//     which forwards it once (the container is not in the terminal's
-//     foreground process group and so does not get it twice).
+//  5. A session of its own (launch() spawns us detached; with -t the pty
+//     slave becomes its controlling terminal): a ^C at the user's terminal
+//     reaches only `tsbuild run`, which forwards it once (the container is
+//     not in the terminal's foreground process group and so does not get it twice).
 //  6. Drop privileges: the bounding set first (needs CAP_SETPCAP), then groups,
 //     gid, uid (in that order, each needs the one before to still be root),
 //     then the capability sets for uid 0 (capabilities.ts); re-arm
 //     PDEATHSIG, which a credential change clears.
 //  7. Hand over the fds: Node marks fds 0-2 close-on-exec at startup, so clear
-//     that; the status fd keeps it, so a successful execve closes it and the
-//     intermediate reads EOF = "exec succeeded".
+//     that; the status fd keeps it, so a successful execve closes it and
+//     stage 0 reads EOF = "exec succeeded".
 //  8. Reset signal dispositions and mask (Node ignores SIGPIPE; SIG_IGN survives execve) and the umask.
 //  9. execve. On failure, report 126/127 with Docker's message over the status fd.
 //
@@ -50,7 +50,7 @@ function main(): void {
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
   setCloexec(STATUS_FD);
 
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (!spec.detached) prctl(PR_SET_PDEATHSIG, SIGKILL);
   process.umask(0o022);
 
   // Join the container's cgroups first: still in the host's mount namespace
@@ -103,7 +103,12 @@ function main(): void {
     setrlimit(n, l.soft, l.hard);
   }
 
-  setsid();
+  // launch() spawned us detached, so we lead a session already; setsid() then fails with EPERM.
+  try {
+    setsid();
+  } catch {
+    /* already a session leader */
+  }
   if (spec.process.terminal) setControllingTerminal(0);
   const caps = capMask(spec.process.capabilities);
   dropBoundingSet(caps);
@@ -111,7 +116,7 @@ function main(): void {
   process.setgid!(user.gid);
   process.setuid!(user.uid);
   if (user.uid === 0) setCapabilities(caps);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (!spec.detached) prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (spec.process.noNewPrivileges) prctl(PR_SET_NO_NEW_PRIVS, 1);
 
   for (const fd of [0, 1, 2]) {
@@ -128,7 +133,7 @@ function main(): void {
     } catch (e) {
       throw execError(spec.process.args[0] ?? file, e as NodeJS.ErrnoException);
     }
-    fs.closeSync(STATUS_FD); // started: the intermediate reads EOF, as after an execve
+    fs.closeSync(STATUS_FD); // started: stage 0 reads EOF, as after an execve
     return;
   }
   resetSignals();

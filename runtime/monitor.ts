@@ -2,10 +2,10 @@
 // container, started by the CLI in a session of its own, that outlives it.
 //
 //   tsbuild run -d  ──spawn(detached)──> node monitor.js <root> <id>     fd 3: "started"/error to the CLI
-//                                         └─ node intermediate.js spec  (stage 1, then init, as for `run`)
+//                                         └─ node init.js spec  (PID 1 of the container, as for `run`)
 //
 // It does for a detached container what `tsbuild run` does in the
-// foreground (superviseContainer in run.ts): it is the intermediate's parent,
+// foreground (superviseContainer in run.ts): it is init's parent,
 // so it gets the exit status (a pid that is not our child could only be
 // polled, and its exit code would be lost); it records pid + start time,
 // running, exit code and OOMKilled in state.json (atomic replace); it keeps
@@ -14,7 +14,7 @@
 //
 // Why a process per container and not a daemon: nothing to start first,
 // nothing that takes every container down with it, and the container's
-// lifetime is tied to it through the intermediate's PDEATHSIG (if the monitor
+// lifetime is tied to it through init's PDEATHSIG (if the monitor
 // is SIGKILLed the container goes too, never an orphan nobody records).
 // Its own errors go to <container dir>/monitor.log.
 import fs from 'node:fs';

@@ -2,9 +2,9 @@
 // new pid namespace, before it execve's the user's program).
 //
 // Order, and why:
-//  1. unshare(CLONE_NEWNS) here, in init, not in the intermediate: pivot_root
+//  1. unshare(CLONE_NEWNS) here, in init, not in stage 0: pivot_root
 //     moves the root of *every* task in the mount namespace whose root is the
-//     old root. Had the intermediate's main thread shared this namespace, it
+//     old root. Had stage 0's main thread shared this namespace, it
 //     would have been pivoted into the container too. A namespace of init's own
 //     also means every mount below dies with the container: when the last
 //     process exits, the kernel tears the namespace down, so no mount can leak
@@ -27,7 +27,7 @@
 //     /host/path, or a `..`-laden symlink, can at worst redirect a mount to
 //     another place inside the container, never onto the host.
 //  7. /proc is mounted by init itself because procfs shows the pid namespace of
-//     the mounter (the intermediate is outside it).
+//     the mounter (stage 0 is outside it).
 import fs from 'node:fs';
 import path from 'node:path';
 import { mknod, S_IFCHR } from '../image/native.js';

@@ -3,11 +3,10 @@
 //
 //   tsbuild run (stage 0, this file)
 //     resolve image -> snapshots -> container dir, config.json, spec.json,
-//     /etc files -> spawn the intermediate -> forward signals -> record state
-//     -> exit code (--rm: remove the container)
-//   └─ node intermediate.js (stage 1, host pid ns)     unshare(NEWPID|NEWUTS|NEWIPC|NEWNET)
-//       └─ node init.js (stage 2, PID 1 in the new ns)  unshare(NEWNS), overlay, pivot_root,
-//            /proc /dev /sys, hostname, user -> execve(user's program): now PID 1 *is* the program
+//     /etc files -> launch init in new NEWPID|NEWUTS|NEWIPC|NEWNET namespaces
+//     (launch.ts) -> forward signals -> record state -> exit code (--rm: remove the container)
+//   └─ node init.js (stage 1, PID 1 in the new ns)  unshare(NEWNS), overlay, pivot_root,
+//        /proc /dev /sys, hostname, user -> execve(user's program): now PID 1 *is* the program
 //
 // Exit code, as `docker run`: the program's own; 128+N if a signal N killed
 // it; 126 cannot execute; 127 not found; 125 when tsbuild itself failed.

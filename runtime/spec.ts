@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 // What the host side (stage 0) hands to the container stages, and what they
 // report back. The spec travels as a JSON file in the container's state dir
-// whose path is the only argument of the intermediate and init stages (our
+// whose path is the only argument of the init stage (our
 // own Node processes); it never appears in the user's program's argv or env.
 //
-// Status protocol: newline-delimited JSON on fd 3 of each stage. init writes to
-// the intermediate, the intermediate relays to the host. init's fd 3 is
+// Status protocol: newline-delimited JSON on init's fd 3, read by stage 0
+// (launch.ts). init's fd 3 is
 // close-on-exec, so a successful execve of the user's program shows up as EOF
 // without an "error" message before it.
 
@@ -34,7 +34,7 @@ export interface InitSpec {
   rootfs: string;
   hostname: string;
   network: NetworkMode;
-  /** CLONE_NEW* flags the intermediate unshares (everything but the mount namespace, see intermediate.ts). */
+  /** CLONE_NEW* flags launch() unshares for init (everything but the mount namespace, see launch.ts). */
   namespaces: number;
   binds: BindSpec[];
   /** Container paths to mount a fresh tmpfs on (RUN --mount=type=tmpfs, --tmpfs). */
@@ -45,11 +45,11 @@ export interface InitSpec {
   readonlyRootfs?: boolean;
   /**
    * `exec`: join the running container whose PID 1 has this host pid instead
-   * of creating namespaces and a rootfs (the intermediate setns()es into its
+   * of creating namespaces and a rootfs (launch() setns()es into its
    * pid/uts/ipc/net namespaces, init into its mount namespace and cgroup).
    */
   join?: { pid: number };
-  /** exec -d: the intermediate outlives `tsbuild exec` (no PDEATHSIG, own session). */
+  /** exec -d: the program outlives `tsbuild exec` (init sets no PDEATHSIG). */
   detached?: boolean;
   /** cgroup.procs files init writes "0" (itself) into before anything else (cgroups.ts). */
   cgroupProcs?: string[];

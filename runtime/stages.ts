@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type Stage = 'intermediate' | 'init' | 'monitor';
+export type Stage = 'init' | 'monitor';
 
 export function stageScript(stage: Stage): string {
   const here = fileURLToPath(import.meta.url);
