@@ -421,12 +421,14 @@ class Build {
   }
 }
 
-type StepOutcome = Omit<CacheRecord, 'v'> & { author?: string };
+type StepOutcome = Omit<CacheRecord, 'v'>;
 
 class StageRun {
   private state!: State;
   /** ARGs declared in this stage, with their values (undefined: declared without a value). */
   private args = new Map<string, string | undefined>();
+  /** Every ARG declaration in order (repeats kept), for RUN's `|N K=V` history prefix. */
+  private argOrder: string[] = [];
   private cmdSet = false;
   private stepNo = 0;
   private total: number;
@@ -540,16 +542,16 @@ class StageRun {
       handle?.error(err.message);
       throw err;
     }
-    const rec: CacheRecord & { author?: string } = { v: 1, layer: out.layer, history: out.history, config: out.config, ...(out.author !== undefined ? { author: out.author } : {}) };
+    const rec: CacheRecord = { v: 1, layer: out.layer, history: out.history, config: out.config, ...(out.author !== undefined ? { author: out.author } : {}) };
     await writeCache(this.b.store, k, rec);
     this.apply(rec, keepConfig);
     handle?.done();
   }
 
-  private apply(rec: CacheRecord & { author?: string }, keepConfig: boolean): void {
+  private apply(rec: CacheRecord, keepConfig: boolean): void {
     const image = this.state.image;
     const layers = rec.layer ? [...this.state.layers, rec.layer] : this.state.layers;
-    const next: ImageConfig = { ...image, history: [...(image.history ?? []), rec.history] };
+    const next: ImageConfig = { ...image, history: rec.history ? [...(image.history ?? []), rec.history] : [...(image.history ?? [])] };
     if (!keepConfig) next.config = structuredClone(rec.config);
     if (rec.author !== undefined) next.author = rec.author;
     const snapshots = rec.layer ? undefined : this.state.snapshots;
@@ -562,11 +564,11 @@ class StageRun {
   }
 
   /** A metadata-only step: new container config, a history entry without a layer. */
-  private meta(ins: Instruction, expanded: unknown, createdBy: string, change: (c: ContainerConfig) => void, author?: string): Promise<void> {
+  private meta(ins: Instruction, expanded: unknown, createdBy: string | null, change: (c: ContainerConfig) => void, author?: string): Promise<void> {
     return this.step(ins, [this.state.identity, ins.kind, expanded], undefined, async () => {
       const c = structuredClone(this.cfg);
       change(c);
-      return { layer: null, history: this.history(createdBy, false), config: c, ...(author !== undefined ? { author } : {}) };
+      return { layer: null, history: createdBy === null ? null : this.history(createdBy, false), config: c, ...(author !== undefined ? { author } : {}) };
     });
   }
 
@@ -577,17 +579,22 @@ class StageRun {
   private async dispatch(ins: Exclude<Instruction, { kind: 'FROM' }>): Promise<void> {
     switch (ins.kind) {
       case 'ARG': {
+        // History shows each ARG with the value in effect: the build arg, else
+        // the expanded default, else the global (pre-FROM) value.
         const parts: string[] = [];
         for (const kv of ins.args) {
-          let v = kv.value !== undefined ? this.expand(kv.value, ins.loc) : undefined;
-          parts.push(v !== undefined ? `${kv.key}=${v}` : kv.key);
+          let v: string | undefined;
           if (this.b.buildArgs.has(kv.key)) {
             v = this.b.buildArgs.get(kv.key)!;
             this.b.usedArgs.add(kv.key);
-          } else if (kv.value === undefined) {
+          } else if (kv.value !== undefined) {
+            v = this.expand(kv.value, ins.loc);
+          } else {
             v = this.b.globalVars.get(kv.key) ?? this.b.autoArgs.get(kv.key);
           }
+          parts.push(v !== undefined ? `${kv.key}=${v}` : kv.key);
           this.args.set(kv.key, v);
+          this.argOrder.push(kv.key);
         }
         const createdBy = `ARG ${parts.join(' ')}`;
         return this.meta(ins, parts, createdBy, () => {});
@@ -649,8 +656,11 @@ class StageRun {
         const resetCmd = kind === 'ENTRYPOINT' && !this.cmdSet;
         if (kind === 'CMD') this.cmdSet = true;
         return this.meta(ins, [args, resetCmd], `${kind} ${goQuoteList(args)}`, (c) => {
-          if (kind === 'CMD') c.Cmd = args;
-          else {
+          if (kind === 'CMD') {
+            c.Cmd = args;
+            // As BuildKit: kept for the Docker image spec's backward compatibility.
+            c.ArgsEscaped = true;
+          } else {
             c.Entrypoint = args;
             if (resetCmd) delete c.Cmd;
           }
@@ -663,7 +673,8 @@ class StageRun {
       case 'HEALTHCHECK':
         return this.healthcheck(ins);
       case 'ONBUILD':
-        return this.meta(ins, ins.expression, `ONBUILD ${ins.expression}`, (c) => {
+        // BuildKit adds the trigger to the config without a history entry.
+        return this.meta(ins, ins.expression, null, (c) => {
           c.OnBuild = [...(c.OnBuild ?? []), ins.expression];
         });
       case 'WORKDIR':
@@ -750,17 +761,18 @@ class StageRun {
 
   private runEnv(): { env: string[]; declared: [string, string][] } {
     const env = [...(this.cfg.Env ?? [])];
-    const envKeys = new Set(env.map((e) => e.split('=', 1)[0]));
-    const declared: [string, string][] = [];
+    const envVars = envListToVars(env);
     for (const [k, v] of this.args) {
-      if (v === undefined) continue;
-      declared.push([k, v]);
-      if (!envKeys.has(k)) env.push(`${k}=${v}`);
+      if (v === undefined || envVars.has(k)) continue;
+      env.push(`${k}=${v}`);
     }
+    // History: every declared ARG with the value the command sees ("" when unset), as BuildKit writes it.
+    const seen = envListToVars(env);
+    const declared: [string, string][] = this.argOrder.map((k) => [k, seen.get(k) ?? '']);
     for (const k of PROXY_ARGS) {
       if (this.args.has(k) || !this.b.buildArgs.has(k)) continue;
       this.b.usedArgs.add(k);
-      if (!envKeys.has(k)) env.push(`${k}=${this.b.buildArgs.get(k)!}`);
+      if (!envVars.has(k)) env.push(`${k}=${this.b.buildArgs.get(k)!}`);
     }
     return { env, declared };
   }
@@ -948,7 +960,7 @@ class StageRun {
       }
       const parent = ins.link ? 'link' : this.state.identity;
       const key = [parent, ins.kind, sources, destRaw, dest, chown ?? '', chmod ?? '', exclude, ins.parents, ins.unpack ?? null, digest, extraDigest];
-      const createdBy = `${ins.kind} ${ins.from !== undefined ? `--from=${x(ins.from)} ` : ''}${ins.chown !== undefined ? `--chown=${chown} ` : ''}${ins.chmod !== undefined ? `--chmod=${chmod} ` : ''}${[...sources, ...ins.heredocs.map((h) => `<<${h.name}`)].join(' ')} ${destRaw} # buildkit`;
+      const createdBy = [ins.kind, ...(ins.parents ? ['--parents'] : []), ...(chown !== undefined ? [`--chown=${chown}`] : []), ...(chmod !== undefined ? [`--chmod=${chmod}`] : []), ...sources, ...ins.heredocs.map((h) => `<<${h.name}`), `${destRaw} # buildkit`].join(' ');
       await this.step(
         ins,
         key,

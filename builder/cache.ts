@@ -32,8 +32,11 @@ export interface CachedLayer {
 export interface CacheRecord {
   v: 1;
   layer: CachedLayer | null;
-  history: History;
+  /** null: the step adds no history entry (ONBUILD). */
+  history: History | null;
   config: ContainerConfig;
+  /** MAINTAINER: the image's author. */
+  author?: string;
 }
 
 export function cacheDir(root: string): string {
@@ -61,7 +64,7 @@ export async function readCache(store: Store, key: string): Promise<CacheRecord 
   } catch {
     return undefined; // a torn record cannot exist (atomic writes), but be safe: a miss
   }
-  if (rec.v !== 1 || typeof rec.config !== 'object' || typeof rec.history !== 'object') return undefined;
+  if (rec.v !== 1 || typeof rec.config !== 'object' || (typeof rec.history !== 'object' && rec.history !== null)) return undefined;
   if (rec.layer && !(await store.hasBlob(rec.layer.digest))) return undefined;
   return rec;
 }

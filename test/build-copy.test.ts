@@ -122,6 +122,8 @@ COPY --chown=1:1 f.txt /new/parent/file
     // Parents a COPY creates belong to the --chown user.
     expect(meta(path.join(root, 'new/parent'))).toEqual({ type: 'dir', mode: '0755', uid: 1, gid: 1 });
     expect(meta(path.join(root, 'o'))).toEqual({ type: 'dir', mode: '0755', uid: 1234, gid: 2345 });
+    const by = r.image.config.history!.map((h) => h.created_by);
+    expect(by).toContain('COPY --chown=app:nogroup --chmod=0640 dir /o/dir # buildkit');
   });
 
   it('keeps hardlinks, setuid bits and symlinks from the context; the named source link is followed', async () => {
