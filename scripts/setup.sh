@@ -10,9 +10,11 @@ if [ "$need_node" != ok ]; then echo "setup: Node 20 or newer is required (found
 
 # Debian packages: busybox-static (base image fixture), skopeo + umoci (interop
 # tests), attr (getfattr in tests' debugging), docker-registry (registry tests),
-# apache2-utils (htpasswd -B for the registry's basic auth), openssl (test certificates).
-pkgs=(busybox-static skopeo umoci docker-registry apache2-utils openssl)
-bins=(/bin/busybox /usr/bin/skopeo /usr/bin/umoci /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/openssl)
+# apache2-utils (htpasswd -B for the registry's basic auth), openssl (test
+# certificates), debootstrap (Debian base image fixture, fixtures/debian),
+# iptables + iproute2 (bridge networks), bsdutils (`script`, a terminal for the -t tests).
+pkgs=(busybox-static skopeo umoci docker-registry apache2-utils openssl debootstrap iptables iproute2 bsdutils)
+bins=(/bin/busybox /usr/bin/skopeo /usr/bin/umoci /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/openssl /usr/sbin/debootstrap /usr/sbin/iptables /bin/ip /usr/bin/script)
 missing=()
 for i in "${!pkgs[@]}"; do [ -x "${bins[$i]}" ] || missing+=("${pkgs[$i]}"); done
 if [ ${#missing[@]} -gt 0 ]; then
