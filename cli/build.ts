@@ -58,6 +58,7 @@ export const buildCommand: Command = {
     { name: 'quiet', short: 'q', type: 'bool', description: 'Suppress the build output and print image ID on success' },
     { name: 'iidfile', type: 'string', description: 'Write the image ID to a file' },
     { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE")' },
+    { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
     { name: 'push', type: 'bool', description: 'Push the image to its registry (not available yet)' },
     { name: 'ssh', type: 'list', description: 'SSH agent socket or keys to expose (not supported)', hidden: true },
     { name: 'rm', type: 'bool', description: 'Remove intermediate containers (always)', hidden: true },
@@ -104,6 +105,9 @@ export const buildCommand: Command = {
     const progressFlag = str(a, 'progress') ?? 'auto';
     if (!['auto', 'plain', 'tty', 'quiet'].includes(progressFlag)) throw new UsageError(`invalid --progress ${JSON.stringify(progressFlag)}: use auto, plain, tty or quiet`);
     const outputs = list(a, 'output').map(parseOutput);
+    const report = str(a, 'report');
+    if (report !== undefined && report !== 'text' && report !== 'json') throw new UsageError(`invalid --report ${JSON.stringify(report)}: use text or json`);
+    if (report !== undefined && (quiet || outputs.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
     if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout');
     const sdeEnv = process.env.SOURCE_DATE_EPOCH;
     let sourceDateEpoch: number | undefined;
@@ -153,6 +157,10 @@ export const buildCommand: Command = {
       if (!saveImages) break;
       if (o.dest === '-') await saveImages(store, refs, ctx.stdout as unknown as Writable, format);
       else await saveImages(store, refs, o.dest, format);
+    }
+    if (report !== undefined) {
+      const { imageReport, renderReport } = await import('../image/report.js');
+      ctx.stdout.write(renderReport(await imageReport(store, result.image), report as 'text' | 'json'));
     }
     const iidfile = str(a, 'iidfile');
     if (iidfile) await fsp.writeFile(iidfile, id);

@@ -62,6 +62,20 @@ describe('tsbuild build', () => {
     expect(bad.err).toMatch(/type=local is not supported: use type=oci or type=docker/);
   });
 
+  it('--report json prints the image report on stdout, progress stays on stderr', () => {
+    const dir = env.context({ Dockerfile: 'FROM busybox\nRUN echo x > /f && echo y > /f\n' });
+    const r = env.cli(['build', '--progress=plain', '--report', 'json', '-t', 'reported:1', dir]);
+    expect(r.code, r.err).toBe(0);
+    const rep = JSON.parse(r.out);
+    expect(rep.total.layers).toBe(2);
+    expect(rep.tags).toContain('docker.io/library/reported:1');
+    expect(r.err).toMatch(/RUN echo x/);
+    const text = env.cli(['build', '--report', 'text', dir]);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out).toMatch(/RUN/);
+    expect(env.cli(['build', '-q', '--report', 'json', dir]).code).toBe(125);
+  });
+
   it('-f names a Dockerfile outside the context; -f - reads it from stdin', () => {
     const ctx = env.context({ 'data.txt': 'data\n' });
     const dfDir = env.dirs.make('dfdir');
