@@ -133,6 +133,8 @@ export interface BuildOptions {
   sourceDateEpoch?: number;
   /** Manifest and config media types (default oci). */
   format?: 'oci' | 'docker';
+  /** --cache-from: images (local, else pulled) whose recorded steps may be reused. */
+  cacheFrom?: string[];
 }
 
 export interface BuildResult {
@@ -153,6 +155,63 @@ interface State {
   image: ImageConfig;
   identity: string;
   snapshots?: Promise<string[]>;
+  /** Cache key of the step behind each history entry (filesystem steps we built), else null. */
+  keys: (string | null)[];
+}
+
+/**
+ * Manifest annotation holding the cache keys of an image's filesystem steps
+ * (RUN, COPY, ADD, WORKDIR): {"<history index>": "<key>"}. With it a later
+ * `--cache-from IMAGE`, on any machine, reuses those layers when its own keys
+ * match. An annotation, not a config field: the image ID stays BuildKit's.
+ */
+export const CACHE_ANNOTATION = 'dev.tsbuild.cache.v1';
+
+/** A step result taken from a --cache-from image: the layer and history entry (configs are recomputed). */
+interface ImportedStep {
+  layer: CachedLayer | null;
+  history: History;
+}
+
+/** Reads an image's cache annotation into key -> step. */
+export function importedSteps(img: StoredImage): Map<string, ImportedStep> {
+  const out = new Map<string, ImportedStep>();
+  const raw = (img.manifest.annotations as Record<string, string> | undefined)?.[CACHE_ANNOTATION];
+  if (!raw) return out;
+  let keys: Record<string, string>;
+  try {
+    keys = JSON.parse(raw) as Record<string, string>;
+  } catch {
+    return out;
+  }
+  const history = img.config.history ?? [];
+  const layers = img.layers;
+  let j = 0;
+  history.forEach((h, i) => {
+    const layer = h.empty_layer ? null : layers[j++];
+    const k = keys[String(i)];
+    if (typeof k !== 'string' || !/^[0-9a-f]{64}$/.test(k)) return;
+    if (!h.empty_layer && !layer) return;
+    out.set(k, {
+      layer: layer ? { mediaType: layer.descriptor.mediaType, digest: layer.descriptor.digest as Digest, size: layer.descriptor.size, diffId: layer.diffId } : null,
+      history: h,
+    });
+  });
+  return out;
+}
+
+function keysFromImage(img: StoredImage): (string | null)[] {
+  const history = img.config.history ?? [];
+  const keys: (string | null)[] = history.map(() => null);
+  const raw = (img.manifest.annotations as Record<string, string> | undefined)?.[CACHE_ANNOTATION];
+  if (raw) {
+    try {
+      for (const [i, k] of Object.entries(JSON.parse(raw) as Record<string, string>)) if (Number(i) < keys.length) keys[Number(i)] = k;
+    } catch {
+      /* not ours: no keys */
+    }
+  }
+  return keys;
 }
 
 interface Platform {
@@ -176,8 +235,8 @@ function identityOf(layers: LayerRef[], image: ImageConfig): string {
     .digest('hex');
 }
 
-function makeState(layers: LayerRef[], image: ImageConfig): State {
-  return { layers, image, identity: identityOf(layers, image) };
+function makeState(layers: LayerRef[], image: ImageConfig, keys?: (string | null)[]): State {
+  return { layers, image, identity: identityOf(layers, image), keys: keys ?? (image.history ?? []).map(() => null) };
 }
 
 function emptyImage(p: Platform): ImageConfig {
@@ -196,7 +255,7 @@ function stateFromImage(img: StoredImage): State {
   image.config = { ...(image.config ?? {}) };
   image.history = [...(image.history ?? [])];
   const layers = img.layers.map((l) => ({ mediaType: l.descriptor.mediaType, digest: l.descriptor.digest as Digest, size: l.descriptor.size, diffId: l.diffId }));
-  return makeState(layers, image);
+  return makeState(layers, image, keysFromImage(img));
 }
 
 /** Go's %q of a []string, as BuildKit writes CMD/ENTRYPOINT into history: ["a" "b"]. */
@@ -297,6 +356,8 @@ class Build {
   private started: Promise<unknown>[] = [];
   aborted = false;
   readonly warnings: string[] = [];
+  /** Steps offered by --cache-from images, by cache key. */
+  readonly imported = new Map<string, ImportedStep>();
 
   constructor(
     readonly store: Store,
@@ -484,7 +545,7 @@ class StageRun {
         this.state = makeState([], emptyImage(this.b.platform));
       } else if (base) {
         const s = await this.b.stageState(base);
-        this.state = makeState([...s.layers], structuredClone(s.image));
+        this.state = makeState([...s.layers], structuredClone(s.image), [...s.keys]);
       } else {
         const img = await this.b.resolveBase(ref, from.loc, true);
         this.state = stateFromImage(img);
@@ -492,7 +553,7 @@ class StageRun {
       onbuild = this.cfg.OnBuild ?? [];
       if (onbuild.length) {
         delete this.cfg.OnBuild;
-        this.state = makeState(this.state.layers, this.state.image);
+        this.state = makeState(this.state.layers, this.state.image, this.state.keys);
       }
       handle.done();
     } catch (e) {
@@ -517,18 +578,32 @@ class StageRun {
 
   /**
    * Runs one step through the cache. `display` shows it in the progress view
-   * (filesystem steps, as BuildKit does); `keepConfig` ignores the record's
-   * config (COPY --link keys do not include the parent).
+   * (filesystem steps, as BuildKit does). `fixedConfig`: the container config
+   * after the step is known without running it (RUN, COPY, ADD, WORKDIR), so
+   * the record's is not used (COPY --link keys leave the parent out) and a
+   * --cache-from image can supply the step; those steps' keys are recorded
+   * in the image.
    */
-  private async step(ins: Instruction, key: unknown[], display: string | undefined, exec: (h: StepHandle | undefined) => Promise<StepOutcome>, keepConfig = false): Promise<void> {
+  private async step(
+    ins: Instruction,
+    key: unknown[],
+    display: string | undefined,
+    exec: (h: StepHandle | undefined) => Promise<StepOutcome>,
+    fixedConfig?: ContainerConfig,
+  ): Promise<void> {
     const k = cacheKey([CACHE_VERSION, this.b.epoch ?? null, ...key]);
     const handle = display !== undefined ? this.b.progress.step(this.label(display)) : undefined;
     if (display === undefined) this.stepNo++;
     this.b.counters.steps++;
+    const recordKey = fixedConfig ? k : null;
     if (!this.b.opts.noCache) {
-      const rec = await readCache(this.b.store, k);
+      let rec = await readCache(this.b.store, k);
+      if (!rec && fixedConfig) {
+        const imp = this.b.imported.get(k);
+        if (imp && (!imp.layer || (await this.b.store.hasBlob(imp.layer.digest)))) rec = { v: 1, layer: imp.layer, history: imp.history, config: fixedConfig };
+      }
       if (rec) {
-        this.apply(rec, keepConfig);
+        this.apply(rec, fixedConfig, recordKey);
         this.b.counters.cached++;
         handle?.cached();
         return;
@@ -544,18 +619,19 @@ class StageRun {
     }
     const rec: CacheRecord = { v: 1, layer: out.layer, history: out.history, config: out.config, ...(out.author !== undefined ? { author: out.author } : {}) };
     await writeCache(this.b.store, k, rec);
-    this.apply(rec, keepConfig);
+    this.apply(rec, fixedConfig, recordKey);
     handle?.done();
   }
 
-  private apply(rec: CacheRecord, keepConfig: boolean): void {
+  private apply(rec: CacheRecord, fixedConfig: ContainerConfig | undefined, key: string | null): void {
     const image = this.state.image;
     const layers = rec.layer ? [...this.state.layers, rec.layer] : this.state.layers;
     const next: ImageConfig = { ...image, history: rec.history ? [...(image.history ?? []), rec.history] : [...(image.history ?? [])] };
-    if (!keepConfig) next.config = structuredClone(rec.config);
+    next.config = structuredClone(fixedConfig ?? rec.config);
     if (rec.author !== undefined) next.author = rec.author;
+    const keys = rec.history ? [...this.state.keys, key] : this.state.keys;
     const snapshots = rec.layer ? undefined : this.state.snapshots;
-    this.state = makeState(layers, next);
+    this.state = makeState(layers, next, keys);
     if (snapshots) this.state.snapshots = snapshots;
   }
 
@@ -734,9 +810,10 @@ class StageRun {
     const wd = path.posix.resolve(this.cfg.WorkingDir || '/', p);
     const user = this.cfg.User ?? '';
     const key = [this.state.identity, 'WORKDIR', wd, user];
+    const after = structuredClone(this.cfg);
+    after.WorkingDir = wd;
     return this.step(ins, key, wd === '/' ? undefined : `WORKDIR ${wd}`, async () => {
-      const c = structuredClone(this.cfg);
-      c.WorkingDir = wd;
+      const c = structuredClone(after);
       let layer: CachedLayer | null = null;
       if (wd !== '/') {
         const view = await this.view();
@@ -756,7 +833,7 @@ class StageRun {
         }
       }
       return { layer, history: this.history(`WORKDIR ${wd}`, layer !== null), config: c };
-    });
+    }, after);
   }
 
   private runEnv(): { env: string[]; declared: [string, string][] } {
@@ -885,7 +962,7 @@ class StageRun {
         await prepared?.release();
         await removeTemp(tmp);
       }
-    });
+    }, structuredClone(this.cfg));
   }
 
   private async copy(ins: CopyInstruction): Promise<void> {
@@ -996,7 +1073,7 @@ class StageRun {
           const layer = await this.commitLayer(layerDir, 'dir', view.layers);
           return { layer, history: this.history(createdBy, layer !== null), config: structuredClone(this.cfg) };
         },
-        ins.link,
+        structuredClone(this.cfg),
       );
     } finally {
       await removeTemp(tmp);
@@ -1062,6 +1139,26 @@ export async function build(store: Store, opts: BuildOptions): Promise<BuildResu
   return store.withWriteSession(async () => {
     const b = new Build(store, opts);
     const progress = b.progress;
+    for (const ref of opts.cacheFrom ?? []) {
+      // As Docker: a cache source that cannot be had is a warning, not an error.
+      let img: StoredImage | undefined;
+      try {
+        img = await resolveImage(store, ref);
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) b.warn(`--cache-from ${ref}: ${(e as Error).message}`);
+      }
+      if (!img) {
+        try {
+          img = await pullBaseImage(store, ref);
+        } catch (e) {
+          b.warn(`--cache-from ${ref}: ${(e as Error).message}; building without it`);
+          continue;
+        }
+      }
+      const steps = importedSteps(img);
+      if (steps.size === 0) b.warn(`--cache-from ${ref}: the image has no tsbuild cache keys (it was not built by tsbuild); nothing to reuse`);
+      for (const [k, v] of steps) b.imported.set(k, v);
+    }
     const final = await b.run();
     await b.hasher.save().catch(() => {});
     const unused = [...b.buildArgs.keys()].filter((k) => !b.usedArgs.has(k) && !PROXY_ARGS.includes(k));
@@ -1078,10 +1175,15 @@ export async function build(store: Store, opts: BuildOptions): Promise<BuildResu
     const tags = opts.tags ?? [];
     let img: StoredImage;
     try {
+      const recorded: Record<string, string> = {};
+      final.keys.forEach((k, i) => {
+        if (k) recorded[String(i)] = k;
+      });
       const newImage = {
         config,
         layers: final.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
         format: opts.format ?? 'oci',
+        ...(Object.keys(recorded).length && (opts.format ?? 'oci') === 'oci' ? { annotations: { [CACHE_ANNOTATION]: JSON.stringify(recorded) } } : {}),
       } as const;
       // A fully cached rebuild gives the same bytes: when the store already has
       // the image under every requested tag, nothing is written at all.

@@ -76,6 +76,30 @@ describe('tsbuild build', () => {
     expect(env.cli(['build', '-q', '--report', 'json', dir]).code).toBe(125);
   });
 
+  it('--cache-from reuses the recorded steps of an image built elsewhere (through an OCI archive)', async () => {
+    const files = { Dockerfile: 'FROM busybox\nWORKDIR /app\nCOPY data.txt .\nRUN cat data.txt > copy.txt && date +%s%N > built-at\nENV X=1\n', 'data.txt': 'data\n' };
+    const out = env.dirs.make('cachefrom');
+    const a = env.cli(['build', '-q', '-t', 'cachesrc:1', '--output', `type=oci,dest=${out}/img.tar`, env.context(files)]);
+    expect(a.code, a.err).toBe(0);
+    const other = await env.newStore('cachefrom-b');
+    const load = env.cli(['load', '-i', `${out}/img.tar`], { root: other.root });
+    expect(load.code, load.err).toBe(0);
+    // Same Dockerfile and files in another directory of another store: every filesystem step comes from the image.
+    const b = env.cli(['build', '--progress=plain', '--cache-from', 'cachesrc:1', '--cache-from', 'not-there:1', '-t', 'rebuilt:1', env.context(files)], { root: other.root });
+    expect(b.code, b.err).toBe(0);
+    expect(b.err).toMatch(/WORKDIR \/app\n#\d+ CACHED/);
+    expect(b.err).toMatch(/COPY data.txt \.\n#\d+ CACHED/);
+    expect(b.err).toMatch(/RUN cat data.txt .*\n#\d+ CACHED/);
+    expect(b.err).toMatch(/WARNING: --cache-from not-there:1: .*building without it/);
+    const src = await env.image('cachesrc:1');
+    const rebuilt = await env.image('rebuilt:1', other.store);
+    expect(rebuilt.layers.map((l) => l.diffId)).toEqual(src.layers.map((l) => l.diffId));
+    expect(rebuilt.config.config).toEqual(src.config.config);
+    // A change in the context re-runs COPY and what follows.
+    const changed = env.cli(['build', '--progress=plain', '--cache-from', 'cachesrc:1', env.context({ ...files, 'data.txt': 'other\n' })], { root: other.root });
+    expect(changed.err).toMatch(/COPY data.txt \.\n#\d+ DONE/);
+  });
+
   it('-f names a Dockerfile outside the context; -f - reads it from stdin', () => {
     const ctx = env.context({ 'data.txt': 'data\n' });
     const dfDir = env.dirs.make('dfdir');
