@@ -9,6 +9,7 @@ import { execInContainer } from '../runtime/exec-container.js';
 import { RunError } from '../runtime/run.js';
 import { ExitError } from './command.js';
 import { readEnvFiles } from './run.js';
+import { portsText, pruneStale } from '../runtime/network/index.js';
 
 function statusText(c: ContainerInfo): string {
   if (c.status === 'running') return `Up ${humanDuration(Date.now() - Date.parse(c.state.StartedAt))}`;
@@ -36,14 +37,17 @@ const ps: Command = {
   async run(a, ctx) {
     const store = await ctx.store();
     const noTrunc = bool(a, 'no-trunc');
+    // Network leftovers of crashed or killed runs go first, so PORTS is current (runtime/network).
+    await pruneStale(store.root).catch(() => {});
     const all = (await listContainers(store.root)).filter((c) => bool(a, 'all') || c.status === 'running');
+    const ports = new Map(await Promise.all(all.map(async (c) => [c.id, c.status === 'running' ? await portsText(store.root, c.id) : ''] as const)));
     const rows = all.map((c) => ({
       ID: noTrunc ? c.id : c.id.slice(0, 12),
       Image: c.config.ImageName,
       Command: commandText(c, noTrunc),
       CreatedAt: c.config.Created,
       RunningFor: since(c.config.Created),
-      Ports: '',
+      Ports: ports.get(c.id) ?? '',
       State: c.status,
       Status: statusText(c),
       Names: c.config.Name,

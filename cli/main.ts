@@ -16,6 +16,7 @@ const groups = {
   run: async () => (await import('./run.js')).runCommands,
   containers: async () => (await import('./containers.js')).containerCommands,
   volumes: async () => (await import('./volumes.js')).volumeCommands,
+  network: async () => (await import('./network.js')).networkCommands,
   registry: async () => (await import('./registry.js')).registryCommands,
   build: async () => (await import('./build.js')).buildCommands,
 } satisfies Record<string, () => Promise<Command[]>>;
@@ -41,6 +42,8 @@ const commandGroups: Record<string, keyof typeof groups> = {
   kill: 'containers',
   wait: 'containers',
   volume: 'volumes',
+  network: 'network',
+  port: 'network',
   pull: 'registry',
   push: 'registry',
   login: 'registry',

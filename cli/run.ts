@@ -5,7 +5,6 @@ import { ExitError, out, type Command } from './command.js';
 import { RunError, runContainer, runDetached, type RunOptions } from '../runtime/run.js';
 import { parseBytes, type Resources } from '../runtime/cgroups.js';
 import { findContainer, removeContainer } from '../runtime/container.js';
-import type { NetworkMode } from '../runtime/spec.js';
 
 const run: Command = {
   name: 'run',
@@ -40,11 +39,16 @@ const run: Command = {
     { name: 'privileged', type: 'bool', description: 'Give extended privileges to this container' },
     { name: 'security-opt', type: 'list', description: 'Security Options (no-new-privileges)', arg: 'list' },
     { name: 'ulimit', type: 'list', description: 'Ulimit options (name=soft[:hard])', arg: 'ulimit' },
-    { name: 'network', type: 'string', description: 'Connect a container to a network (none, host)', arg: 'network', default: 'none' },
+    { name: 'network', type: 'string', description: 'Connect a container to a network (bridge, host, none, or a network name)', arg: 'network', default: 'bridge' },
+    { name: 'ip', type: 'string', description: 'IPv4 address (e.g., 172.30.100.104)', arg: 'string' },
+    { name: 'network-alias', type: 'list', description: 'Add network-scoped alias for the container', arg: 'list' },
+    { name: 'publish', short: 'p', type: 'list', description: "Publish a container's port(s) to the host ([ip:][hostPort:]containerPort[/proto])", arg: 'list' },
+    { name: 'publish-all', short: 'P', type: 'bool', description: 'Publish all exposed ports to random ports' },
+    { name: 'expose', type: 'list', description: 'Expose a port or a range of ports', arg: 'list' },
   ],
   async run(args, ctx) {
-    const network = str(args, 'network') ?? 'none';
-    if (network !== 'none' && network !== 'host') throw new UsageError(`network "${network}" is not supported yet (use none or host)`);
+    const network = str(args, 'network') ?? 'bridge';
+    if (network.startsWith('container:')) throw new UsageError(`--network ${network}: sharing another container's network namespace is not supported (use a user-defined network)`);
     const [image, ...cmd] = args.positionals;
     if (bool(args, 'tty') && bool(args, 'interactive') && !bool(args, 'detach') && !process.stdin.isTTY) {
       throw new ExitError('the input device is not a TTY', 1);
@@ -70,7 +74,12 @@ const run: Command = {
         hostname: str(args, 'hostname'),
         entrypoint: str(args, 'entrypoint'),
         user: str(args, 'user'),
-        network: network as NetworkMode,
+        network: network === 'default' ? 'bridge' : network,
+        ip: str(args, 'ip'),
+        networkAliases: list(args, 'network-alias'),
+        publish: list(args, 'publish'),
+        publishAll: bool(args, 'publish-all'),
+        expose: list(args, 'expose'),
         capAdd: list(args, 'cap-add'),
         capDrop: list(args, 'cap-drop'),
         resources,

@@ -19,6 +19,7 @@ import type { Digest } from '../image/digest.js';
 import { umount2, MNT_DETACH } from './syscalls.js';
 import type { NetworkMode } from './spec.js';
 import { removeCgroups, type CgroupPaths } from './cgroups.js';
+import { releaseContainerNetworks } from './network/endpoints.js';
 import { removeAnonymousVolumes, type MountRecord } from './volumes.js';
 
 export type ContainerStatus = 'created' | 'running' | 'exited';
@@ -48,10 +49,17 @@ export interface ContainerConfig {
     OpenStdin?: boolean;
     /** --init */
     Init?: boolean;
+    /** The image's EXPOSE plus --expose ("80/tcp": {}). */
+    ExposedPorts?: Record<string, object>;
   };
   HostConfig: {
     AutoRemove: boolean;
-    NetworkMode: NetworkMode;
+    /** "host", "none", "bridge" (the default network) or a user-defined network's name (runtime/network). */
+    NetworkMode: NetworkMode | string;
+    /** -p, as Docker stores it: "80/tcp" -> [{HostIp, HostPort}] (HostPort "" = any free port). */
+    PortBindings?: Record<string, { HostIp: string; HostPort: string }[]>;
+    /** -P: every exposed port on a free host port. */
+    PublishAllPorts?: boolean;
     CapAdd: string[];
     CapDrop: string[];
     /** Bytes (0 unlimited), as Docker's HostConfig. */
@@ -69,6 +77,8 @@ export interface ContainerConfig {
   };
   /** -v binds and volumes, image VOLUMEs (volumes.ts). */
   Mounts?: MountRecord[];
+  /** --ip and --network-alias for the network of NetworkMode, in the shape of Docker's create request. */
+  NetworkingConfig?: { EndpointsConfig: Record<string, { Aliases?: string[]; IPAMConfig?: { IPv4Address?: string } }> };
   /** -d: stdout/stderr in json-file lines (logs.ts). */
   LogPath?: string;
   /** The container's cgroup dirs (cgroups.ts), recorded so `rm` can remove them from any process. */
@@ -257,6 +267,9 @@ export async function removeContainer(root: string, id: string, opts: { force?: 
   }
   const config = await readContainerConfig(root, id).catch(() => undefined);
   await removeCgroups(config?.Cgroup);
+  // Network endpoints (veth, address, DNAT rules, peers' /etc/hosts): normally
+  // gone with the container's exit; this catches a supervisor that was killed.
+  await releaseContainerNetworks(root, id);
   const dir = containerDir(root, id);
   for (const m of mountsUnder(dir)) {
     try {

@@ -15,6 +15,10 @@
 //  4. User, HOME, working directory and the program's path are looked up
 //     *inside* the container (its /etc/passwd, its $PATH), so after pivot_root.
 //     The working dir is created as root (Docker does), before dropping privileges.
+//  4b. Network gate (network 'bridge' only): block until stage 0, which
+//     connects our network namespace from the host, says "go" over a FIFO
+//     opened before pivot_root (runtime/network/gate.ts). Late on purpose: the
+//     rootfs work above overlaps with the host's network setup.
 //  5. A session of its own (launch() spawns us detached; with -t the pty
 //     slave becomes its controlling terminal): a ^C at the user's terminal
 //     reaches only `tsbuild run`, which forwards it once (the container is
@@ -38,6 +42,7 @@ import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
+import { openGate, waitGate } from './network/gate.js';
 import { CLONE_FS, CLONE_NEWNS, execve, interfaceUp, setns, unshare, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
 
 const SIGKILL = 9;
@@ -65,6 +70,11 @@ function main(): void {
     }
   }
 
+  // Network gate (network 'bridge'): opened now, while the host path is
+  // reachable; read before execve, below. See runtime/network/gate.ts. Not
+  // for exec (join): its namespace is connected already.
+  const netGate = spec.netSync && !spec.join ? openGate(spec.netSync) : undefined;
+
   if (spec.join) {
     // exec: the container's mount namespace (and with it its root and cwd).
     // setns(CLONE_NEWNS) refuses a thread sharing fs state (root, cwd, umask)
@@ -77,7 +87,7 @@ function main(): void {
     const binds = enterRootfs(spec);
     mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
     sethostname(spec.hostname);
-    if (spec.network === 'none') interfaceUp('lo');
+    if (spec.network !== 'host') interfaceUp('lo');
   }
 
   const user = resolveUser(spec.process.user);
@@ -101,6 +111,16 @@ function main(): void {
     const n = RLIMITS[l.name];
     if (n === undefined) throw new StageError(`invalid ulimit type: ${l.name}`, 125);
     setrlimit(n, l.soft, l.hard);
+  }
+
+  // Wait until stage 0 has connected our network namespace (eth0, routes,
+  // published ports, /etc/hosts): the program must not start without them.
+  if (netGate !== undefined) {
+    try {
+      waitGate(netGate);
+    } catch (e) {
+      throw new StageError((e as Error).message, 125);
+    }
   }
 
   // launch() spawned us detached, so we lead a session already; setsid() then fails with EPERM.

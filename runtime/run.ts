@@ -40,6 +40,9 @@ import { launch, type StdioSlot } from './launch.js';
 import { attachTerminal, openPty } from './pty.js';
 import { RLIMITS } from './syscalls.js';
 import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
+import { attachmentsFromConfig, gatePath, runNetworkConfig, startContainerNetwork } from './network/index.js';
+import type { RunNetworkConfig } from './network/config.js';
+import { writeJsonAtomic } from '../image/atomic.js';
 export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
@@ -52,7 +55,14 @@ export interface RunOptions {
   hostname?: string;
   entrypoint?: string;
   user?: string;
-  network?: NetworkMode;
+  /** bridge (the default network), host, none, or a user-defined network's name; default none. */
+  network?: string;
+  /** --ip, --network-alias, -p, -P, --expose (runtime/network/config.ts). */
+  ip?: string;
+  networkAliases?: string[];
+  publish?: string[];
+  publishAll?: boolean;
+  expose?: string[];
   rm?: boolean;
   /** --cap-add / --cap-drop over Docker's default set. */
   capAdd?: string[];
@@ -180,7 +190,7 @@ async function spawnMonitor(root: string, id: string, dir: string): Promise<void
 }
 
 async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: string; dir: string }> {
-  const network = opts.network ?? 'none';
+  const networkName = opts.network ?? 'none';
   let image;
   try {
     image = await resolveImage(store, opts.image);
@@ -190,6 +200,18 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     }
     throw new RunError((e as Error).message, 125);
   }
+  // Networks: checked now (unknown network, bad --ip or -p: 125 before anything exists).
+  let net: RunNetworkConfig;
+  try {
+    net = await runNetworkConfig(
+      store.root,
+      { network: networkName, ip: opts.ip, aliases: opts.networkAliases, publish: opts.publish, publishAll: opts.publishAll, expose: opts.expose },
+      (image.config.config?.ExposedPorts ?? {}) as Record<string, object>,
+    );
+  } catch (e) {
+    throw new RunError((e as Error).message, 125);
+  }
+  const network: NetworkMode = net.mode;
   const id = newContainerId();
   const hostname = opts.hostname ?? (network === 'host' ? os.hostname() : id.slice(0, 12));
   let proc;
@@ -249,10 +271,13 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       Init: !!opts.init,
       OpenStdin: !!opts.interactive,
       ...(image.config.config?.StopSignal ? { StopSignal: image.config.config.StopSignal } : {}),
+      ...(Object.keys(net.exposedPorts).length ? { ExposedPorts: net.exposedPorts } : {}),
     },
     HostConfig: {
       AutoRemove: !!opts.rm,
-      NetworkMode: network,
+      NetworkMode: networkName,
+      PortBindings: net.portBindings,
+      PublishAllPorts: net.publishAll,
       CapAdd: opts.capAdd ?? [],
       CapDrop: opts.capDrop ?? [],
       Memory: r.memory ?? 0,
@@ -268,6 +293,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       Ulimits: rlimits.map((l) => ({ Name: l.name, Soft: l.soft, Hard: l.hard })),
     },
     Mounts: mounts.mounts,
+    ...(net.networkingConfig ? { NetworkingConfig: net.networkingConfig } : {}),
     LogPath: path.join(containerDir(store.root, id), `${id}-json.log`),
     ...(cgroup ? { Cgroup: cgroup } : {}),
   };
@@ -290,7 +316,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
         await removeCgroups(cgroup).catch(() => {});
       }
     }
-    await writeBundle(store.root, dir, {
+    const spec = await writeBundle(store.root, dir, {
       id,
       snapshots,
       hostname,
@@ -302,6 +328,8 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
       privileged: opts.privileged,
       cgroupProcs,
     });
+    // Bridge networks: init waits at the gate until superviseContainer has connected it.
+    if (network === 'bridge') await writeJsonAtomic(path.join(dir, 'spec.json'), { ...spec, netSync: gatePath(dir) }, 0o600);
   } catch (e) {
     await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
@@ -368,6 +396,13 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     return [sig, h] as const;
   });
 
+  // A bridge network is connected from here once init's pid is known, while
+  // init waits at its gate (runtime/network/sync.ts); torn down after the exit.
+  const net =
+    config.HostConfig.NetworkMode === 'host' || config.HostConfig.NetworkMode === 'none'
+      ? undefined
+      : await startContainerNetwork(root, { containerId: id, name: config.Name, hostname: config.Config.Hostname, dir, ...attachmentsFromConfig(config) });
+
   let result: { code: number; message: string };
   try {
     // -t: the program's stdio is a pty slave; we relay the master (pty.ts).
@@ -386,6 +421,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
           Object.assign(s, me);
         });
         for (const sig of pending.splice(0)) forward(sig);
+        net?.onPid(pid);
       },
       onExec() {
         updateState((s) => {
@@ -395,7 +431,8 @@ export async function superviseContainer(root: string, id: string, dir: string, 
         });
         void stateWrite.then(() => reportStarted());
       },
-      onError: (err) => reportStarted(err),
+      // init's "network setup failed" stands for stage 0's reason, which net has.
+      onError: (err) => reportStarted(net?.error ? { code: 125, message: net.error } : err),
     });
     pidNow = launched.pid;
     const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
@@ -421,7 +458,11 @@ export async function superviseContainer(root: string, id: string, dir: string, 
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
     pending = [];
+    await net?.finish().catch(() => {
+      /* left for rm / the next command's prune (runtime/network) */
+    });
   }
+  if (net?.error) result = { code: 125, message: net.error };
 
   const { code, message } = result;
   reportStarted(message ? { code, message } : undefined);

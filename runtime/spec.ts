@@ -11,7 +11,12 @@ import fs from 'node:fs';
 
 export const STATUS_FD = 3;
 
-export type NetworkMode = 'none' | 'host';
+/**
+ * host: the host's network namespace. none: a new one with only `lo`.
+ * bridge: a new one that stage 0 connects to bridge networks (runtime/network)
+ * while init waits at the gate (netSync) before exec'ing the program.
+ */
+export type NetworkMode = 'none' | 'host' | 'bridge';
 
 export interface BindSpec {
   /** Host path (opened before pivot_root). */
@@ -34,6 +39,8 @@ export interface InitSpec {
   rootfs: string;
   hostname: string;
   network: NetworkMode;
+  /** network 'bridge': the gate FIFO (runtime/network/gate.ts) init opens at once and reads "go" from before execve. */
+  netSync?: string;
   /** CLONE_NEW* flags launch() unshares for init (everything but the mount namespace, see launch.ts). */
   namespaces: number;
   binds: BindSpec[];
