@@ -66,7 +66,14 @@ export interface EnvInstruction extends Base {
 
 export interface RunMount {
   type: 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
-  /** Raw key=value options of --mount (target, source, from, id, sharing, mode, uid, gid, readonly/ro, required, size, env). Values expanded. */
+  /**
+   * key=value options of --mount. Values expanded (by the executor). Key
+   * names are lower-cased and normalised by the parser: src -> source,
+   * dst/destination/dest -> target, ro -> readonly, readwrite -> rw; the
+   * others are from, id, sharing, required, mode, uid, gid, size, env. A bare
+   * `ro`, `rw` or `required` is stored as "true". Literal values were checked
+   * by the parser; re-check expanded ones with parser.ts checkMount().
+   */
   options: Record<string, string>;
 }
 
@@ -88,7 +95,11 @@ export interface CopyInstruction extends Base {
   dest: string;
   /** Inline sources given as heredocs (`COPY <<EOF /dst`). */
   heredocs: Heredoc[];
-  /** --from: stage name (lower-cased), stage index, or an image reference. expanded */
+  /**
+   * --from: stage name, stage index, or an image reference, as written (not
+   * lower-cased: it may hold `$VAR`, and image tags are case-sensitive).
+   * expanded; then compare with stage names case-insensitively.
+   */
   from?: string;
   /** --chown user[:group], names or ids. expanded */
   chown?: string;
@@ -102,6 +113,8 @@ export interface CopyInstruction extends Base {
   /** ADD only: --checksum=sha256:..., --keep-git-dir. */
   checksum?: string;
   keepGitDir?: boolean;
+  /** ADD only: --unpack[=true|false] (newer frontends): force or forbid extracting archives; undefined = by content. */
+  unpack?: boolean;
 }
 
 export interface WorkdirInstruction extends Base {
@@ -195,6 +208,8 @@ export interface Dockerfile {
   file: string;
   /** Parser directives: escape, syntax, check (keys lower-cased). */
   directives: Record<string, string>;
+  /** The escape character in effect (`\\` or the `escape` directive's backtick): pass it to expand.ts. */
+  escapeChar?: string;
   /** ARGs before the first FROM (usable only in FROM lines, and re-declarable in stages). */
   metaArgs: ArgInstruction[];
   stages: Stage[];

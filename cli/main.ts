@@ -18,6 +18,7 @@ const groups = {
   volumes: async () => (await import('./volumes.js')).volumeCommands,
   network: async () => (await import('./network.js')).networkCommands,
   registry: async () => (await import('./registry.js')).registryCommands,
+  build: async () => (await import('./build.js')).buildCommands,
 } satisfies Record<string, () => Promise<Command[]>>;
 
 /** Which group holds each command. */
@@ -48,6 +49,7 @@ const commandGroups: Record<string, keyof typeof groups> = {
   login: 'registry',
   logout: 'registry',
   copy: 'registry',
+  build: 'build',
 };
 
 async function findCommand(name: string): Promise<Command | undefined> {

@@ -1,0 +1,182 @@
+// `tsbuild build` (and its short form `tsbuild -t app .`): flags and output
+// only; builder/build.ts does the work.
+import { promises as fsp } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { bool, list, str, UsageError } from './args.js';
+import { type Command } from './command.js';
+import { humanSize } from './format.js';
+import { build, removeTempsSync } from '../builder/build.js';
+import { openContext } from '../builder/context.js';
+import { Progress, type ProgressMode } from '../builder/progress.js';
+import { parseSecretFlag, type SecretSource } from '../builder/run.js';
+import type { ArchiveFormat } from '../image/archive.js';
+import { shortTag, tagKey } from '../image/images.js';
+
+interface OutputSpec {
+  type: 'oci' | 'docker';
+  dest: string;
+}
+
+function parseOutput(v: string): OutputSpec {
+  const o: Record<string, string> = {};
+  if (!v.includes('=')) throw new UsageError(`--output ${v}: give type=oci,dest=FILE or type=docker,dest=FILE (exporting a directory is not supported)`);
+  for (const part of v.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) throw new UsageError(`invalid --output ${JSON.stringify(v)}: expected key=value pairs`);
+    o[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  const type = o.type ?? 'image';
+  if (type === 'image' || type === 'registry') throw new UsageError(`--output type=${type}: images always go to the store (use -t); pushing is not available yet`);
+  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=oci or type=docker`);
+  if (!o.dest) throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
+  return { type, dest: o.dest };
+}
+
+function parseKeyValue(v: string, flag: string): [string, string | undefined] {
+  const eq = v.indexOf('=');
+  const k = eq < 0 ? v : v.slice(0, eq);
+  if (k === '') throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: expected KEY=VALUE`);
+  return [k, eq < 0 ? undefined : v.slice(eq + 1)];
+}
+
+export const buildCommand: Command = {
+  name: 'build',
+  usage: 'build [OPTIONS] PATH | -',
+  description: 'Build an image from a Dockerfile',
+  flags: [
+    { name: 'tag', short: 't', type: 'list', description: 'Name and optionally a tag (format: "name:tag")' },
+    { name: 'file', short: 'f', type: 'string', description: 'Name of the Dockerfile (default: "PATH/Dockerfile")' },
+    { name: 'build-arg', type: 'list', description: 'Set build-time variables' },
+    { name: 'target', type: 'string', description: 'Set the target build stage to build' },
+    { name: 'no-cache', type: 'bool', description: 'Do not use cache when building the image' },
+    { name: 'cache-from', type: 'list', description: 'Images to consider as cache sources (built by tsbuild: local, else pulled)' },
+    { name: 'pull', type: 'bool', description: 'Always attempt to pull all referenced images' },
+    { name: 'label', type: 'list', description: 'Set metadata for an image' },
+    { name: 'secret', type: 'list', description: 'Secret to expose to the build (format: "id=mysecret[,src=/local/secret]")' },
+    { name: 'network', type: 'string', description: 'Set the networking mode for the RUN instructions during build (default, none, host)', default: 'default' },
+    { name: 'platform', type: 'string', description: 'Set target platform for build (only the host platform)' },
+    { name: 'progress', type: 'string', description: 'Set type of progress output (auto, plain, tty, quiet)', default: 'auto' },
+    { name: 'quiet', short: 'q', type: 'bool', description: 'Suppress the build output and print image ID on success' },
+    { name: 'iidfile', type: 'string', description: 'Write the image ID to a file' },
+    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE")' },
+    { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
+    { name: 'push', type: 'bool', description: 'Push the image to its registry (not available yet)' },
+    { name: 'ssh', type: 'list', description: 'SSH agent socket or keys to expose (not supported)', hidden: true },
+    { name: 'rm', type: 'bool', description: 'Remove intermediate containers (always)', hidden: true },
+    { name: 'force-rm', type: 'bool', description: 'Always remove intermediate containers', hidden: true },
+    { name: 'load', type: 'bool', description: 'Load the image into the store (always)', hidden: true },
+  ],
+  minArgs: 1,
+  maxArgs: 1,
+  async run(a, ctx) {
+    const tags = list(a, 'tag');
+    for (const t of tags) {
+      try {
+        tagKey(t);
+      } catch (e) {
+        throw new UsageError(`invalid argument "${t}" for "-t, --tag" flag: ${(e as Error).message}`);
+      }
+    }
+    if (bool(a, 'push')) throw new UsageError('--push is not available yet: build with -t, then run tsbuild push once the registry client exists');
+    if (list(a, 'ssh').length) throw new UsageError('--ssh is not supported: pass what the build needs with --secret');
+    const buildArgs: Record<string, string> = {};
+    for (const v of list(a, 'build-arg')) {
+      const [k, val] = parseKeyValue(v, '--build-arg');
+      // `--build-arg KEY` takes the value from the environment (and is skipped when unset), as Docker does.
+      const value = val ?? process.env[k];
+      if (value !== undefined) buildArgs[k] = value;
+    }
+    const labels: Record<string, string> = {};
+    for (const v of list(a, 'label')) {
+      const [k, val] = parseKeyValue(v, '--label');
+      labels[k] = val ?? '';
+    }
+    const secrets = new Map<string, SecretSource>();
+    for (const v of list(a, 'secret')) {
+      try {
+        const [id, s] = parseSecretFlag(v);
+        secrets.set(id, s);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    }
+    const network = str(a, 'network') ?? 'default';
+    if (!['default', 'none', 'host'].includes(network)) throw new UsageError(`invalid --network ${JSON.stringify(network)}: use default, none or host`);
+    const quiet = bool(a, 'quiet');
+    const progressFlag = str(a, 'progress') ?? 'auto';
+    if (!['auto', 'plain', 'tty', 'quiet'].includes(progressFlag)) throw new UsageError(`invalid --progress ${JSON.stringify(progressFlag)}: use auto, plain, tty or quiet`);
+    const outputs = list(a, 'output').map(parseOutput);
+    const report = str(a, 'report');
+    if (report !== undefined && report !== 'text' && report !== 'json') throw new UsageError(`invalid --report ${JSON.stringify(report)}: use text or json`);
+    if (report !== undefined && (quiet || outputs.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
+    if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout');
+    const sdeEnv = process.env.SOURCE_DATE_EPOCH;
+    let sourceDateEpoch: number | undefined;
+    if (sdeEnv !== undefined && sdeEnv !== '') {
+      sourceDateEpoch = Number(sdeEnv);
+      if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new UsageError(`SOURCE_DATE_EPOCH=${JSON.stringify(sdeEnv)} is not a whole number of seconds`);
+    }
+    const progress = new Progress(ctx.stderr, quiet ? 'quiet' : (progressFlag as ProgressMode));
+    const store = await ctx.store();
+    const context = await openContext(store, { context: a.positionals[0]!, file: str(a, 'file'), stdin: process.stdin });
+    // Ctrl-C: remove this build's temp dirs, then exit as a signal would.
+    const onSignal = (sig: NodeJS.Signals) => {
+      progress.end();
+      removeTempsSync();
+      context.cleanupSync();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    let result;
+    try {
+      result = await build(store, {
+        context,
+        tags,
+        buildArgs,
+        target: str(a, 'target'),
+        noCache: bool(a, 'no-cache'),
+        cacheFrom: list(a, 'cache-from'),
+        pull: bool(a, 'pull'),
+        labels,
+        secrets,
+        network: network as 'default' | 'none' | 'host',
+        platform: str(a, 'platform'),
+        progress,
+        sourceDateEpoch,
+      });
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      progress.end();
+      await context.cleanup();
+    }
+    const id = result.image.id;
+    const { saveImages } = outputs.length ? await import('../image/archive.js') : { saveImages: undefined };
+    for (const o of outputs) {
+      const refs = result.tags.length ? result.tags : [id];
+      const format: ArchiveFormat = o.type === 'oci' ? 'oci-archive' : 'docker-archive';
+      if (!saveImages) break;
+      if (o.dest === '-') await saveImages(store, refs, ctx.stdout as unknown as Writable, format);
+      else await saveImages(store, refs, o.dest, format);
+    }
+    if (report !== undefined) {
+      const { imageReport, renderReport } = await import('../image/report.js');
+      ctx.stdout.write(renderReport(await imageReport(store, result.image), report as 'text' | 'json'));
+    }
+    const iidfile = str(a, 'iidfile');
+    if (iidfile) await fsp.writeFile(iidfile, id);
+    if (quiet) {
+      ctx.stdout.write(`${id}\n`);
+    } else {
+      const names = result.tags.map((t) => shortTag(tagKey(t)));
+      const secs = (result.elapsedMs / 1000).toFixed(2);
+      progress.line(
+        `Built ${names.length ? `${names.join(', ')} ` : ''}${id.slice(0, 19)} in ${secs}s: ${result.steps} steps, ${result.cached} cached, ${humanSize(result.size)}`,
+      );
+    }
+    return 0;
+  },
+};
+
+export const buildCommands: Command[] = [buildCommand];
