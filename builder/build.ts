@@ -102,15 +102,21 @@ export class BuildError extends Error {
   }
 }
 
-/** Thrown by pullBaseImage until the registry client is plugged in. */
+/** A base image that is neither local nor pullable. */
 export class PullUnavailableError extends Error {}
 
 /**
- * The one place a base image that is not in the local store comes from.
- * The registry engineer's pullImage plugs in here.
+ * The one place a base image that is not in the local store comes from: the
+ * registry client (loaded only when needed). The message keeps what the user
+ * can do first, then why the pull failed.
  */
-export async function pullBaseImage(_store: Store, ref: string): Promise<StoredImage> {
-  throw new PullUnavailableError(`image ${ref} is not in the local store; import or pull it (tsbuild import / load / pull) and build again`);
+export async function pullBaseImage(store: Store, ref: string): Promise<StoredImage> {
+  const { pullImage } = await import('../registry/pull.js');
+  try {
+    return await pullImage(store, ref);
+  } catch (e) {
+    throw new PullUnavailableError(`image ${ref} is not in the local store; import or pull it (tsbuild import / load / pull) and build again (pulling it failed: ${(e as Error).message})`);
+  }
 }
 
 export interface BuildOptions {
@@ -463,8 +469,7 @@ class Build {
       try {
         return await pullBaseImage(this.store, ref);
       } catch (e) {
-        if (!(e instanceof PullUnavailableError)) throw new BuildError(`${(e as Error).message}`, loc);
-        this.warn(`--pull: no registry client yet, using the local ${ref}`);
+        throw new BuildError(`--pull: ${(e as Error).message}`, loc);
       }
     }
     try {

@@ -47,8 +47,10 @@ export function parseSecretFlag(v: string): [string, SecretSource] {
 /** Where 'default' networking goes. The networking engineer's bridge mode plugs in HERE. */
 export function stepNetwork(mode: 'default' | 'none' | 'host'): NetworkMode {
   if (mode === 'none') return 'none';
-  // TODO(network): 'default' should be a private bridge network once runtime supports it; host networking until then.
-  return 'host';
+  if (mode === 'host') return 'host';
+  // default: the default bridge network, with outbound NAT, so `apt-get update`
+  // reaches the host's package mirror (BuildKit's default also gives RUN network access).
+  return 'bridge';
 }
 
 export interface RunCommand {

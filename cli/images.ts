@@ -1,4 +1,5 @@
 // Image commands: import, images, tag, rmi, inspect, history, prune.
+import { promises as fsp } from 'node:fs';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { str, bool, list, UsageError, type ParsedArgs } from './args.js';
@@ -430,6 +431,12 @@ const pruneCmd: Command = {
     const gc = await store.gc();
     const snaps = await pruneSnapshots(store, []);
     await pruneSteps(store.root);
+    // -a: the build cache (step records and RUN --mount=type=cache dirs) too, as `docker system prune -a`.
+    if (all) {
+      const { clearCache } = await import('../builder/cache.js');
+      await clearCache(store.root);
+      await fsp.rm(path.join(store.root, 'cachemounts'), { recursive: true, force: true });
+    }
     out(ctx, `Total reclaimed space: ${humanSize(gc.freedBytes)}${snaps.removed ? ` (and ${snaps.removed} layer snapshot${snaps.removed === 1 ? '' : 's'})` : ''}`);
     return 0;
   },

@@ -137,12 +137,14 @@ describe('tsbuild build', () => {
     expect(second.err).toMatch(/3 steps, 2 cached/);
   });
 
-  it('--network=none reaches RUN steps; --pull without a registry falls back to the local image with a warning', () => {
+  it('--network=none reaches RUN steps; --pull with an unreachable registry fails naming the image and the reason', () => {
     const dir = env.context({ Dockerfile: 'FROM busybox\nRUN ls /sys/class/net > /nets\n' });
-    const r = env.cli(['build', '--pull', '--network=none', '-t', 'net:1', dir]);
+    const r = env.cli(['build', '--network=none', '-t', 'net:1', dir]);
     expect(r.code, r.err).toBe(0);
-    expect(r.err).toMatch(/WARNING: --pull: no registry client yet, using the local busybox/);
     expect(env.cli(['run', '--rm', 'net:1', 'cat', '/nets']).out).toBe('lo\n');
+    const p = env.cli(['build', '--pull', '-t', 'net:2', dir]);
+    expect(p.code).toBe(1);
+    expect(p.err).toMatch(/Dockerfile:1: --pull: image busybox is not in the local store; import or pull it.*pulling it failed: .*docker\.io/);
   });
 });
 
