@@ -28,6 +28,7 @@ import { applyLayer } from '../image/layer-applier.js';
 import { lgetxattr, llistxattr, lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from '../image/native.js';
 import { MergedView, components } from './merged.js';
 import { DirFS, type PathFilter, type SourceFS } from './sourcefs.js';
+import { lstatMaybe } from '../image/safepath.js';
 
 /** A build error in a COPY/ADD step; the executor adds file:line. */
 export class CopyError extends Error {}
@@ -238,15 +239,6 @@ function copyXattrs(from: string, to: string): void {
   }
 }
 
-function lstatMaybe(p: string): fs.Stats | undefined {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
 
 const display = (comps: readonly string[]) => `/${comps.join('/')}`;
 

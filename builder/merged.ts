@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { lgetxattr } from '../image/native.js';
-import { PathEscapeError } from '../image/safepath.js';
+import { lstatMaybe, PathEscapeError } from '../image/safepath.js';
 
 const MAX_SYMLINKS = 255;
 
@@ -19,15 +19,6 @@ export interface Found {
   st: fs.Stats;
 }
 
-function lstatMaybe(p: string): fs.Stats | undefined {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
 
 function isWhiteout(st: fs.Stats): boolean {
   return st.isCharacterDevice() && st.rdev === 0;

@@ -4,7 +4,7 @@
 // copy.ts: paths are resolved inside their own root, never the host's.
 import fs from 'node:fs';
 import path from 'node:path';
-import { secureJoin } from '../image/safepath.js';
+import { lstatMaybe, secureJoin } from '../image/safepath.js';
 import { MergedView } from './merged.js';
 
 export interface SourceFS {
@@ -32,15 +32,6 @@ export interface PathFilter {
   mayReinclude?(dir: string): boolean;
 }
 
-function lstatMaybe(p: string): fs.Stats | undefined {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
 
 /** A host directory as a source (the context, a temp dir). */
 export class DirFS implements SourceFS {

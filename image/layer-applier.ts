@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import type { Digest } from './digest.js';
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from './native.js';
-import { cleanComponents, mkdirAllInRoot, PathEscapeError, secureJoin } from './safepath.js';
+import { cleanComponents, lstatMaybe, mkdirAllInRoot, PathEscapeError, secureJoin } from './safepath.js';
 
 export interface ApplyOptions {
   /**
@@ -656,15 +656,6 @@ class Applier {
   }
 }
 
-function lstatMaybe(p: string): fs.Stats | undefined {
-  try {
-    return fs.lstatSync(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
 
 /**
  * Reads a layer (gzip detected by magic bytes, else plain tar; anything else ->

@@ -139,3 +139,14 @@ export function isWithin(root: string, p: string): boolean {
   const rel = path.relative(root, p);
   return rel === '' || (!rel.startsWith('../') && rel !== '..' && !path.isAbsolute(rel));
 }
+
+/** lstat, or undefined when the path (or a parent) does not exist. */
+export function lstatMaybe(p: string): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
