@@ -432,7 +432,9 @@ export async function superviseContainer(root: string, id: string, dir: string, 
         void stateWrite.then(() => reportStarted());
       },
       // init's "network setup failed" stands for stage 0's reason, which net has.
-      onError: (err) => reportStarted(net?.error ? { code: 125, message: net.error } : err),
+      // A 126/127 from init (program not found...) is the real cause: the network
+      // setup then failed only because init was already gone.
+      onError: (err) => reportStarted(net?.error && err.code === 125 ? { code: 125, message: net.error } : err),
     });
     pidNow = launched.pid;
     const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
@@ -462,7 +464,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
       /* left for rm / the next command's prune (runtime/network) */
     });
   }
-  if (net?.error) result = { code: 125, message: net.error };
+  if (net?.error && !(result.message && result.code !== 125)) result = { code: 125, message: net.error };
 
   const { code, message } = result;
   reportStarted(message ? { code, message } : undefined);

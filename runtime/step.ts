@@ -121,7 +121,8 @@ export async function runStep(store: Store, o: StepOptions): Promise<StepResult>
       if (o.stdout) launched.stdout!.on('data', o.stdout);
       if (o.stderr) launched.stderr!.on('data', o.stderr);
       let r = await launched.done;
-      if (net?.error) r = { code: 125, message: net.error };
+      // A 126/127 from init is the real cause; the network failed only because init was gone.
+      if (net?.error && !(r.message && r.code !== 125)) r = { code: 125, message: net.error };
       return { code: r.code, message: r.message, upperDir: path.join(dir, 'upper'), cleanup };
     } finally {
       await net?.finish();
