@@ -10,10 +10,11 @@
 // every RUN layer and every `commit` would carry empty /etc/hosts files and
 // mount-point dirs the user never made. Parent dirs copied into it keep the
 // image's mode, owner and mtime, so the merged view shows what the image has.
-import { promises as fsp, lstatSync, type Stats } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../image/atomic.js';
 import { mergedKind } from '../image/layer-writer.js';
+import { lstatMaybe } from '../image/safepath.js';
 import type { BindSpec, InitSpec, NetworkMode } from './spec.js';
 import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS } from './syscalls.js';
 
@@ -48,15 +49,11 @@ async function etcFiles(dir: string, hostname: string, network: NetworkMode, ext
   return files;
 }
 
-/** The top-most lower that holds rel as a directory (mergedKind said the merged view has one). */
-function lowerDirStat(lowersTopFirst: string[], rel: string): Stats | undefined {
+/** lstat of rel in the top-most lower that has it (what the merged view shows, when mergedKind says it exists). */
+function topLowerStat(lowersTopFirst: string[], rel: string): Stats | undefined {
   for (const l of lowersTopFirst) {
-    try {
-      const st = lstatSync(path.join(l, rel));
-      if (st.isDirectory()) return st;
-    } catch {
-      /* not in this layer */
-    }
+    const st = lstatMaybe(path.join(l, rel));
+    if (st) return st;
   }
   return undefined;
 }
@@ -81,7 +78,7 @@ async function addMountPoint(initDir: string, lowersTopFirst: string[], target: 
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw e;
     }
-    const st = k === 'dir' ? lowerDirStat(lowersTopFirst, rel) : undefined;
+    const st = k === 'dir' ? topLowerStat(lowersTopFirst, rel) : undefined;
     if (st) {
       await fsp.chown(dst, st.uid, st.gid);
       await fsp.chmod(dst, st.mode & 0o7777);
@@ -91,22 +88,10 @@ async function addMountPoint(initDir: string, lowersTopFirst: string[], target: 
   const rel = comps.join('/');
   const k = mergedKind(lowersTopFirst, rel);
   if (kind === 'dir' && k === 'dir') return;
-  if (kind === 'file' && k === 'other' && lowerFileKind(lowersTopFirst, rel)) return;
+  if (kind === 'file' && k === 'other' && topLowerStat(lowersTopFirst, rel)?.isFile()) return;
   const dst = path.join(initDir, rel);
   if (kind === 'dir') await fsp.mkdir(dst, { recursive: true, mode: 0o755 }).catch(() => {});
   else await fsp.writeFile(dst, '', { mode: 0o644, flag: 'wx' }).catch(() => {});
-}
-
-/** Whether the top-most lower holding rel has a regular file there (not a symlink or device). */
-function lowerFileKind(lowersTopFirst: string[], rel: string): boolean {
-  for (const l of lowersTopFirst) {
-    try {
-      return lstatSync(path.join(l, rel)).isFile();
-    } catch {
-      /* not in this layer */
-    }
-  }
-  return false;
 }
 
 /** Fixed mount points every container needs. */

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { writeJsonAtomic } from '../image/atomic.js';
 import { mergeEnv } from './config.js';
 import { containerDir, findContainer, isRunning, readContainerConfig, readContainerState } from './container.js';
-import { launch } from './launch.js';
+import { forwardSignals, launch } from './launch.js';
 import { RunError } from './run.js';
 import type { InitSpec } from './spec.js';
 
@@ -27,12 +27,10 @@ export interface ExecOptions {
   privileged?: boolean;
 }
 
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-
 /** Runs the command in the container; resolves with its exit code (foreground) or 0 once started (detach). */
 export async function execInContainer(root: string, ref: string, o: ExecOptions): Promise<number> {
   const id = await findContainer(root, ref).catch((e: Error) => {
-    throw new RunError(`No such container: ${ref}`, e.message.startsWith('No such') ? 1 : 1);
+    throw new RunError(e.message, 1);
   });
   const state = await readContainerState(root, id);
   if (!isRunning(state)) throw new RunError(`container ${id.slice(0, 12)} is not running`, 1);
@@ -56,16 +54,15 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
   };
   const specPath = path.join(dir, `exec-${randomBytes(6).toString('hex')}.json`);
   await writeJsonAtomic(specPath, spec, 0o600);
-  const handlers: [NodeJS.Signals, () => void][] = [];
+  const signals = o.detach ? undefined : forwardSignals();
   try {
-    let pid = 0;
     let started: (err?: { code: number; message: string }) => void = () => {};
     const startedP = new Promise<{ code: number; message: string } | undefined>((r) => (started = r));
     const pty = o.tty && !o.detach ? openPty() : undefined;
     const launched = await launch(
       specPath,
       pty ? [pty.slave, pty.slave, pty.slave] : o.detach ? ['ignore', 'ignore', 'ignore'] : [o.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'],
-      { onPid: (p) => (pid = p), onExec: () => started(), onError: (err) => started(err) },
+      { onPid: (p) => signals?.setPid(p), onExec: () => started(), onError: (err) => started(err) },
     );
     if (o.detach) {
       const err = await Promise.race([startedP, launched.done.then((r) => (r.message ? r : undefined))]);
@@ -74,33 +71,17 @@ export async function execInContainer(root: string, ref: string, o: ExecOptions)
       launched.unref();
       return 0;
     }
-    for (const sig of FORWARDED) {
-      const h = () => {
-        if (pid) {
-          try {
-            process.kill(pid, sig);
-          } catch {
-            /* gone */
-          }
-        }
-      };
-      process.on(sig, h);
-      handlers.push([sig, h]);
-    }
     let terminal: ReturnType<typeof attachTerminal> | undefined;
     if (pty) {
       closeSync(pty.slave);
       terminal = attachTerminal(pty, { stdin: o.interactive ? process.stdin : undefined, stdout: process.stdout });
     }
     const r = await launched.done;
-    if (terminal) {
-      await Promise.race([terminal.done, new Promise((res) => setTimeout(res, 2000))]);
-      terminal.detach();
-    }
+    await terminal?.drain();
     if (r.message) throw new RunError(r.message, r.code);
     return r.code;
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+    signals?.stop();
     if (!o.detach) await fsp.rm(specPath, { force: true });
   }
 }

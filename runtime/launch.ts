@@ -147,3 +147,38 @@ export async function launch(
   };
   return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, pid: () => pid, done, unref };
 }
+
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+/**
+ * Forwards the terminal's signals sent to this process (foreground `run`,
+ * `exec`) to the container's process once its pid is known; signals that
+ * arrive before are held and sent then. stop() removes the handlers.
+ */
+export function forwardSignals(): { setPid(pid: number): void; stop(): void } {
+  let pid = 0;
+  let pending: NodeJS.Signals[] = [];
+  const send = (sig: NodeJS.Signals) => {
+    if (!pid) return void pending.push(sig);
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* already exited */
+    }
+  };
+  const handlers = FORWARDED_SIGNALS.map((sig) => {
+    const h = () => send(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return {
+    setPid(p) {
+      pid = p;
+      for (const sig of pending.splice(0)) send(sig);
+    },
+    stop() {
+      for (const [sig, h] of handlers) process.off(sig, h);
+      pending = [];
+    },
+  };
+}

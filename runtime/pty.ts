@@ -66,7 +66,7 @@ export function setControllingTerminal(fd: number): void {
  * function that stops relaying input; the promise resolves once the master
  * reads EOF/EIO (every slave fd closed: the program and its children exited).
  */
-export function attachTerminal(pty: Pty, opts: { stdin?: NodeJS.ReadStream; stdout: NodeJS.WritableStream }): { done: Promise<void>; detach(): void } {
+export function attachTerminal(pty: Pty, opts: { stdin?: NodeJS.ReadStream; stdout: NodeJS.WritableStream }): { done: Promise<void>; detach(): void; drain(): Promise<void> } {
   const stdin = opts.stdin;
   const wasRaw = stdin?.isTTY ? stdin.isRaw : undefined;
   if (stdin?.isTTY) stdin.setRawMode(true);
@@ -99,5 +99,13 @@ export function attachTerminal(pty: Pty, opts: { stdin?: NodeJS.ReadStream; stdo
     rs.on('end', () => resolve());
     rs.on('close', () => resolve());
   });
-  return { done: done.finally(detach), detach };
+  const finished = done.finally(detach);
+  // After the program exited: output may still sit in the pty; every slave fd
+  // closes once the container's last process is gone, which ends the relay
+  // (bounded, in case a process that escaped the container holds one).
+  const drain = async () => {
+    await Promise.race([finished, new Promise((r) => setTimeout(r, 2000))]);
+    detach();
+  };
+  return { done: finished, detach, drain };
 }

@@ -9,7 +9,8 @@
 //
 // The cost: a Node process (~40 MB RSS) in the container where tini takes
 // 1 MB; a C reaper would need a compiler on the user's machine.
-import { errnoError, libc } from '../image/native.js';
+import os from 'node:os';
+import { libc } from '../image/native.js';
 
 const _posix_spawn = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *file_actions, void *attrp, const char **argv, const char **envp)');
 const _attr_init = libc.func('int posix_spawnattr_init(void *attr)');
@@ -40,9 +41,9 @@ function spawnProgram(file: string, argv: string[], envp: string[]): number {
   const pid = [0];
   const r = _posix_spawn(pid, file, null, attr, [...argv, null], [...envp, null]);
   if (r !== 0) {
-    const e = errnoError('posix_spawn', file);
-    e.errno = -r;
-    throw Object.assign(new Error(`${file}: ${r === 2 ? 'no such file or directory' : r === 13 ? 'permission denied' : `error ${r}`}`), { code: r === 2 ? 'ENOENT' : r === 13 ? 'EACCES' : 'EIO' });
+    // posix_spawn returns the errno instead of setting it; execError (exec.ts) maps its code to 126/127.
+    const code = Object.entries(os.constants.errno).find(([, n]) => n === r)?.[0] ?? 'EIO';
+    throw Object.assign(new Error(`posix_spawn ${file}: ${code}`), { code, errno: -r });
   }
   return pid[0]!;
 }

@@ -36,7 +36,7 @@ import { cgroupPathsFor, createCgroups, oomKillCount, removeCgroups, type Resour
 import { JsonLogWriter } from './logs.js';
 import { STATUS_FD, type NetworkMode, type StatusMessage } from './spec.js';
 import { writeBundle } from './bundle.js';
-import { launch, type StdioSlot } from './launch.js';
+import { forwardSignals, launch, type StdioSlot } from './launch.js';
 import { attachTerminal, openPty } from './pty.js';
 import { RLIMITS } from './syscalls.js';
 import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js';
@@ -120,8 +120,6 @@ export class RunError extends Error {
   }
 }
 
-const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-
 /**
  * Runs a container in the foreground (stdin/stdout/stderr inherited) and
  * returns its exit code. Throws
@@ -196,7 +194,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     image = await resolveImage(store, opts.image);
   } catch (e) {
     if (e instanceof NotFoundError) {
-      throw new RunError(`Unable to find image '${opts.image}' locally (import, load or build it first; see \`tsbuild images\`)`, 125);
+      throw new RunError(`Unable to find image '${opts.image}' locally (pull, import, load or build it first; see \`tsbuild images\`)`, 125);
     }
     throw new RunError((e as Error).message, 125);
   }
@@ -376,25 +374,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     });
   };
 
-  let pending: NodeJS.Signals[] = [];
-  let pidNow = () => 0;
-  const forward = (sig: NodeJS.Signals) => {
-    const pid = pidNow();
-    if (!pid) {
-      pending.push(sig);
-      return;
-    }
-    try {
-      process.kill(pid, sig);
-    } catch {
-      /* already exited */
-    }
-  };
-  const handlers = (mode.foreground ? FORWARDED_SIGNALS : []).map((sig) => {
-    const h = () => forward(sig);
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
+  const signals = mode.foreground ? forwardSignals() : undefined;
 
   // A bridge network is connected from here once init's pid is known, while
   // init waits at its gate (runtime/network/sync.ts); torn down after the exit.
@@ -420,7 +400,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
           s.PidStartTime = startTime;
           Object.assign(s, me);
         });
-        for (const sig of pending.splice(0)) forward(sig);
+        signals?.setPid(pid);
         net?.onPid(pid);
       },
       onExec() {
@@ -436,7 +416,6 @@ export async function superviseContainer(root: string, id: string, dir: string, 
       // setup then failed only because init was already gone.
       onError: (err) => reportStarted(net?.error && err.code === 125 ? { code: 125, message: net.error } : err),
     });
-    pidNow = launched.pid;
     const log = mode.foreground ? undefined : new JsonLogWriter(mode.logPath);
     let terminal: ReturnType<typeof attachTerminal> | undefined;
     if (pty) {
@@ -450,16 +429,10 @@ export async function superviseContainer(root: string, id: string, dir: string, 
       launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
     }
     result = await launched.done;
-    if (terminal) {
-      // Output still in the pty after the exit; every slave fd is closed once
-      // the container's last process is gone, which ends the relay.
-      await Promise.race([terminal.done, new Promise((r) => setTimeout(r, 2000))]);
-      terminal.detach();
-    }
+    await terminal?.drain();
     await log?.close();
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
-    pending = [];
+    signals?.stop();
     await net?.finish().catch(() => {
       /* left for rm / the next command's prune (runtime/network) */
     });
