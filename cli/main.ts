@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { helpText, parseArgs, UsageError } from './args.js';
 import { ExitError, type Command, type Context } from './command.js';
 import type { Store } from '../image/store.js';
+import { trace, traceStart } from '../runtime/trace.js';
 // Command groups load on demand: a command pays only for the modules it
 // uses (zod, koffi, undici... cost 30-150 ms each to load; `tsbuild run`
 // should not pay for the registry client).
@@ -89,6 +90,7 @@ export async function main(argv: string[], io: { stdout: NodeJS.WritableStream; 
   let name = rest[0]!;
   let cmdArgs = rest.slice(1);
   let cmd = await findCommand(name);
+  trace('cli:command-loaded');
   if (!cmd && (name.startsWith('-') || name === '.' || name.includes('/'))) {
     cmd = await findCommand('build');
     cmdArgs = rest;
@@ -169,6 +171,8 @@ function invokedDirectly(): boolean {
 }
 if (invokedDirectly()) {
   // bin/tsbuild passes `--` first so Node 20 leaves our flags alone (see there).
+  traceStart('cli');
+  process.on('exit', () => trace('cli:exit'));
   const argv = process.argv.slice(2);
   main(argv[0] === '--' ? argv.slice(1) : argv).then(
     (code) => {

@@ -42,6 +42,7 @@ import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
 import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
+import { trace, traceStart } from './trace.js';
 import { openGate, waitGate } from './network/gate.js';
 import { CLONE_FS, CLONE_NEWNS, execve, interfaceUp, setns, unshare, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
 
@@ -50,6 +51,7 @@ const SIGKILL = 9;
 const send = sendStatus;
 
 function main(): void {
+  traceStart('init');
   const specPath = process.argv[2];
   if (!specPath) throw new StageError('init: no spec given', 125);
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
@@ -70,6 +72,7 @@ function main(): void {
     }
   }
 
+  trace('init:cgroups');
   // Network gate (network 'bridge'): opened now, while the host path is
   // reachable; read before execve, below. See runtime/network/gate.ts. Not
   // for exec (join): its namespace is connected already.
@@ -85,11 +88,13 @@ function main(): void {
     fs.closeSync(mnt);
   } else {
     const binds = enterRootfs(spec);
+    trace('init:pivoted');
     mountSpecialFilesystems(binds, { tmpfs: spec.tmpfs, privileged: spec.privileged });
     sethostname(spec.hostname);
     if (spec.network !== 'host') interfaceUp('lo');
   }
 
+  trace('init:rootfs');
   const user = resolveUser(spec.process.user);
   const env = [...spec.process.env];
   if (!env.some((e) => e.startsWith('HOME='))) env.push(`HOME=${user.home}`);
@@ -157,6 +162,7 @@ function main(): void {
     return;
   }
   resetSignals();
+  trace('init:execve');
 
   try {
     execve(file, spec.process.args, env);

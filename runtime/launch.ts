@@ -23,6 +23,7 @@ import { spawn } from 'node:child_process';
 import fs, { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import { stageScript } from './stages.js';
+import { trace } from './trace.js';
 import { STATUS_FD, readStatusMessages, type InitSpec } from './spec.js';
 import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, setns, unshare } from './syscalls.js';
 
@@ -116,12 +117,16 @@ export async function launch(
   } finally {
     restore();
   }
+  trace('launch:spawned');
   const pid = child.pid ?? 0;
   let error: { code: number; message: string } | undefined;
   let exit: { code: number | null; signal: string | null } | undefined;
   const closed = new Promise<void>((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code, signal) => (exit = { code, signal }));
+    child.on('exit', (code, signal) => {
+      trace('launch:exit');
+      exit = { code, signal };
+    });
     child.on('close', () => resolve());
   });
   if (pid) hooks.onPid?.(pid);
@@ -134,6 +139,7 @@ export async function launch(
   });
   // init's fd 3 is close-on-exec: EOF without an error = the program was exec'd.
   status.on('end', () => {
+    trace('launch:status-eof');
     if (!error) hooks.onExec?.();
   });
   const done = closed.then((): LaunchResult => {

@@ -43,6 +43,7 @@ import { removeAnonymousVolumes, resolveMounts, VolumeError } from './volumes.js
 import { attachmentsFromConfig, gatePath, runNetworkConfig, startContainerNetwork } from './network/index.js';
 import type { RunNetworkConfig } from './network/config.js';
 import { writeJsonAtomic } from '../image/atomic.js';
+import { trace } from './trace.js';
 export { signalExitCode } from './launch.js';
 
 export interface RunOptions {
@@ -133,6 +134,7 @@ export async function runContainer(store: Store, opts: RunOptions): Promise<numb
     return r.code;
   } finally {
     if (opts.rm) await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
+    trace('run:removed');
   }
 }
 
@@ -198,6 +200,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     }
     throw new RunError((e as Error).message, 125);
   }
+  trace('run:image');
   // Networks: checked now (unknown network, bad --ip or -p: 125 before anything exists).
   let net: RunNetworkConfig;
   try {
@@ -237,6 +240,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
   const nnp = noNewPrivileges(opts.securityOpt ?? []);
   for (const t of opts.tmpfs ?? []) if (!t.startsWith('/')) throw new RunError(`invalid --tmpfs ${t}: the path must be absolute`, 125);
   const snapshots = await ensureSnapshots(store, image);
+  trace('run:snapshots');
   let mounts;
   try {
     mounts = await resolveMounts(store, opts.volumes ?? [], Object.keys(image.config.config?.Volumes ?? {}));
@@ -303,6 +307,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     throw new RunError((e as Error).message, 125);
   }
 
+  trace('run:container-dir');
   try {
     let cgroupProcs: string[] = [];
     if (cgroup) {
@@ -314,6 +319,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
         await removeCgroups(cgroup).catch(() => {});
       }
     }
+    trace('run:cgroups');
     const spec = await writeBundle(store.root, dir, {
       id,
       snapshots,
@@ -332,6 +338,7 @@ async function prepareContainer(store: Store, opts: RunOptions): Promise<{ id: s
     await removeContainer(store.root, id, { force: true, volumes: true }).catch(() => {});
     throw e instanceof RunError ? e : new RunError((e as Error).message, 125);
   }
+  trace('run:bundle');
   return { id, dir };
 }
 
@@ -383,6 +390,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
       ? undefined
       : await startContainerNetwork(root, { containerId: id, name: config.Name, hostname: config.Config.Hostname, dir, ...attachmentsFromConfig(config) });
 
+  trace('run:state-initial');
   let result: { code: number; message: string };
   try {
     // -t: the program's stdio is a pty slave; we relay the master (pty.ts).
@@ -429,6 +437,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
       launched.stderr!.on('data', (b: Buffer) => log.write('stderr', b));
     }
     result = await launched.done;
+    trace('run:exited');
     await terminal?.drain();
     await log?.close();
   } finally {
@@ -444,6 +453,7 @@ export async function superviseContainer(root: string, id: string, dir: string, 
   // Read the OOM count before the cgroup goes; the SIGKILL itself gave 137.
   const oomKilled = oomKillCount(config.Cgroup) > 0;
   await removeCgroups(config.Cgroup).catch(() => {});
+  trace('run:cgroups-removed');
   updateState((s) => {
     s.OOMKilled = oomKilled;
     s.Status = 'exited';
@@ -455,5 +465,6 @@ export async function superviseContainer(root: string, id: string, dir: string, 
     s.FinishedAt = new Date().toISOString();
   });
   await stateWrite;
+  trace('run:state-final');
   return { code, message };
 }

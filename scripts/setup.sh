@@ -38,8 +38,9 @@ fi
 
 # Build when any source is newer than the last build.
 stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find cli image builder registry runtime fixtures bench tsconfig.json package.json -newer "$stamp" \( -name '*.ts' -o -name '*.json' \) -print -quit 2>/dev/null)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find cli image builder registry runtime fixtures bench scripts/bundle.mjs tsconfig.json package.json -newer "$stamp" \( -name '*.ts' -o -name '*.json' -o -name '*.mjs' \) -print -quit 2>/dev/null)" ]; then
   npx tsc -p tsconfig.json
+  node scripts/bundle.mjs   # the entry points, bundled in place (why: scripts/bundle.mjs)
   chmod +x dist/cli/main.js
   touch "$stamp"
 fi
