@@ -187,7 +187,7 @@ export async function createContainer(store: Store, config: ContainerConfig): Pr
   });
 }
 
-/** Field 22 of /proc/<pid>/stat (starttime), or undefined if the process is gone. */
+/** Field 22 of /proc/<pid>/stat (starttime), or undefined if the process is gone or a zombie. */
 export function procStartTime(pid: number): number | undefined {
   let stat: string;
   try {
@@ -197,6 +197,10 @@ export function procStartTime(pid: number): number | undefined {
   }
   // comm (field 2) may hold spaces and parens: fields 3.. follow the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // A zombie has exited; only its parent's wait() is missing. A monitor whose
+  // parent (`run -d`, gone) left it to a slow-reaping PID 1 stayed a zombie
+  // for a second or more, and `rm` waited for it.
+  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
   return Number(rest[22 - 3]);
 }
 

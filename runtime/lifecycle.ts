@@ -12,11 +12,13 @@ import {
   procStartTime,
   readContainerConfig,
   readContainerState,
+  writeContainerState,
   containerDir,
   type ContainerConfig,
   type ContainerState,
 } from './container.js';
 import path from 'node:path';
+import { removeCgroups } from './cgroups.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -36,12 +38,39 @@ function effectiveStatus(state: ContainerState): ContainerInfo['status'] {
 export async function getContainer(root: string, id: string): Promise<ContainerInfo | undefined> {
   try {
     const config = await readContainerConfig(root, id);
-    const state = await readContainerState(root, id);
+    let state = await readContainerState(root, id);
     if (!state) return undefined;
-    return { id, config, state, status: effectiveStatus(state) };
+    const status = effectiveStatus(state);
+    if (status === 'exited' && state.Status === 'running') state = await recordLostExit(root, id, config, state);
+    return { id, config, state, status };
   } catch {
     return undefined; // being created or removed
   }
+}
+
+/**
+ * A "running" container whose process and monitor are both gone (the monitor
+ * was SIGKILLed, which PDEATHSIG passes on to the container, or the machine
+ * rebooted): nobody recorded its exit. The first command that notices records
+ * it as Docker does for a container whose exit status was lost: exit code
+ * 255, finished now, and removes its cgroup, which the monitor would have.
+ */
+async function recordLostExit(root: string, id: string, config: ContainerConfig, state: ContainerState): Promise<ContainerState> {
+  const lost: ContainerState = {
+    ...state,
+    Status: 'exited',
+    Running: false,
+    Pid: 0,
+    PidStartTime: 0,
+    ExitCode: 255,
+    Error: 'the container monitor went away: exit status lost',
+    FinishedAt: new Date().toISOString(),
+  };
+  await removeCgroups(config.Cgroup).catch(() => {});
+  await writeContainerState(root, id, lost).catch(() => {
+    /* removed meanwhile */
+  });
+  return lost;
 }
 
 /** All containers, newest first. */
@@ -71,7 +100,8 @@ export async function waitContainer(root: string, ref: string, timeoutMs = Infin
     if (!state) throw new Error(`No such container: ${ref}`);
     if (state.Status === 'exited') return state;
     const alive = isRunning(state) || monitorAlive(state);
-    if (!alive && (state.Status === 'running' || state.Status === 'created')) return state;
+    if (!alive && state.Status === 'running') return (await getContainer(root, id))?.state ?? state;
+    if (!alive && state.Status === 'created') return state;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${ref}`);
     await sleep(50);
   }

@@ -456,13 +456,15 @@ export async function superviseContainer(root: string, id: string, dir: string, 
   trace('run:cgroups-removed');
   updateState((s) => {
     s.OOMKilled = oomKilled;
-    s.Status = 'exited';
+    // A program that never started leaves the container "created" with the
+    // reason and 125/126/127, no FinishedAt (docker ps -a: "Created").
+    s.Status = message ? 'created' : 'exited';
     s.Running = false;
     s.Pid = 0;
     s.PidStartTime = 0;
     s.ExitCode = code;
     s.Error = message;
-    s.FinishedAt = new Date().toISOString();
+    if (!message) s.FinishedAt = new Date().toISOString();
   });
   await stateWrite;
   trace('run:state-final');

@@ -2,7 +2,7 @@
 // logs, stop, kill, wait, inspect, rm; cgroup limits (v1 here, detected).
 // Like runtime.test.ts, it compiles the project first (the stages are
 // separate Node processes) and drives the real CLI, dist/cli/main.js.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { TempDirs } from './helpers.js';
 import { Store } from '../image/store.js';
 import { importRootfs } from '../image/import.js';
 import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
-import { listContainerIds, readContainerConfig } from '../runtime/container.js';
+import { listContainerIds, procStartTime, readContainerConfig } from '../runtime/container.js';
 import { inspectContainer } from '../runtime/lifecycle.js';
 import { detectCgroupVersion, parseBytes, removeCgroups, sharesToWeight, type CgroupPaths } from '../runtime/cgroups.js';
 import { JsonLogWriter, parseLogLines } from '../runtime/logs.js';
@@ -162,10 +162,53 @@ describe('run -d, ps, logs', () => {
     expect(k.stderr).toContain('is not running');
   });
 
-  it('reports 127 for a missing command, as `docker run -d` does', async () => {
+  it('reports 127 for a missing command, as `docker run -d` does, and leaves the container Created', async () => {
     const r = await tsbuild('run', '-d', '--name', 'missing', 'busybox', 'no-such-command');
     expect(r.code).toBe(127);
     expect(r.stderr).toContain('executable file not found');
+    const ps = await tsbuild('ps', '-a', '--format', '{{.Names}} {{.Status}}');
+    expect(ps.stdout.split('\n')).toContain('missing Created');
+    const state = JSON.parse((await tsbuild('inspect', '--format', '{{json .State}}', 'missing')).stdout);
+    expect(state).toMatchObject({ Status: 'created', Running: false, ExitCode: 127, FinishedAt: '0001-01-01T00:00:00Z' });
+    expect(state.Error).toContain('executable file not found');
+    expect((await tsbuild('rm', 'missing')).code).toBe(0);
+  });
+
+  it('a SIGKILLed monitor takes its container along; the next command records Exited (255), as Docker after a lost shim, and removes the cgroup', async () => {
+    const id = await runD('--name', 'orphan', 'busybox', 'sleep', '120');
+    const state = JSON.parse(readFileSync(path.join(root, 'containers', id, 'state.json'), 'utf8'));
+    const cg = Object.values((await readContainerConfig(root, id)).Cgroup!.dirs);
+    expect(cg.length).toBeGreaterThan(0);
+    expect(cg.every((d) => existsSync(d))).toBe(true);
+    process.kill(state.MonitorPid, 'SIGKILL');
+    for (let i = 0; i < 100 && existsSync(`/proc/${state.Pid}`); i++) await sleep(50);
+    const ps = await tsbuild('ps', '-a', '--format', '{{.Names}}: {{.Status}}');
+    expect(ps.stdout).toMatch(/^orphan: Exited \(255\) (Less than a second|\d+ seconds?) ago$/m);
+    const after = JSON.parse((await tsbuild('inspect', '--format', '{{json .State}}', 'orphan')).stdout);
+    expect(after).toMatchObject({ Status: 'exited', Running: false, ExitCode: 255, Pid: 0 });
+    expect(Date.now() - Date.parse(after.FinishedAt)).toBeLessThan(60_000);
+    expect(cg.some((d) => existsSync(d))).toBe(false);
+    expect((await tsbuild('wait', 'orphan')).stdout).toBe('255\n');
+    expect((await tsbuild('rm', 'orphan')).code).toBe(0);
+  });
+
+  it('a zombie counts as gone (rm and stop never wait for an exited, unreaped monitor)', async () => {
+    // sh execs sleep, which never reaps the `true` it started: a zombie until sleep goes.
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = await new Promise<number>((resolve) => parent.stdout!.once('data', (b: Buffer) => resolve(Number(b.toString().trim()))));
+      let stat = '';
+      for (let i = 0; i < 100; i++) {
+        stat = readFileSync(`/proc/${zombie}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) break;
+        await sleep(20);
+      }
+      expect(stat.slice(stat.lastIndexOf(')') + 2)[0]).toBe('Z');
+      expect(procStartTime(zombie)).toBeUndefined();
+      expect(procStartTime(parent.pid!)).toBeGreaterThan(0);
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 
   it('-d --rm removes the container (and its cgroup) when it exits', async () => {
