@@ -1,35 +1,62 @@
 // `tsbuild build` (and its short form `tsbuild -t app .`): flags and output
 // only; builder/build.ts does the work.
 import { promises as fsp } from 'node:fs';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { bool, list, str, UsageError } from './args.js';
 import { type Command } from './command.js';
 import { humanSize } from './format.js';
-import { build, removeTempsSync } from '../builder/build.js';
+import { clientOptions, ProgressView, PUSH_WORDS, transportFlags } from './registry-options.js';
+import { build, removeTempsSync, type BuildResult } from '../builder/build.js';
 import { openContext } from '../builder/context.js';
 import { Progress, type ProgressMode } from '../builder/progress.js';
 import { parseSecretFlag, type SecretSource } from '../builder/run.js';
 import type { ArchiveFormat } from '../image/archive.js';
 import { shortTag, tagKey } from '../image/images.js';
+import type { Store } from '../image/store.js';
+import type { PushOptions, PushResult } from '../registry/push.js';
 
-interface OutputSpec {
-  type: 'oci' | 'docker';
-  dest: string;
+/** An archive to write, or where the image goes (the store always; a registry with push). */
+type OutputSpec = { type: 'oci' | 'docker'; dest: string } | { type: 'image'; push: boolean; name?: string };
+
+const IMAGE_KEYS = ['type', 'name', 'push'];
+
+/** BuildKit's boolean attribute values (Go's strconv.ParseBool). */
+function parseBoolAttr(v: string, what: string): boolean {
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(v)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(v)) return false;
+  throw new UsageError(`${what}: expected true or false, got ${JSON.stringify(v)}`);
 }
 
 function parseOutput(v: string): OutputSpec {
   const o: Record<string, string> = {};
-  if (!v.includes('=')) throw new UsageError(`--output ${v}: give type=oci,dest=FILE or type=docker,dest=FILE (exporting a directory is not supported)`);
+  if (!v.includes('=')) throw new UsageError(`--output ${v}: give type=oci,dest=FILE, type=docker,dest=FILE or type=registry (exporting a directory is not supported)`);
   for (const part of v.split(',')) {
     const eq = part.indexOf('=');
     if (eq < 0) throw new UsageError(`invalid --output ${JSON.stringify(v)}: expected key=value pairs`);
     o[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
   }
   const type = o.type ?? 'image';
-  if (type === 'image' || type === 'registry') throw new UsageError(`--output type=${type}: images always go to the store (use -t); pushing is not available yet`);
-  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=oci or type=docker`);
+  if (type === 'image' || type === 'registry') {
+    // type=registry is type=image,push=true (BuildKit's image exporter); the image always goes to the store too.
+    for (const k of Object.keys(o)) {
+      if (k === 'registry.insecure') throw new UsageError(`--output type=${type}: registry.insecure= is not supported: give --insecure-registry HOST (as tsbuild push takes it)`);
+      if (!IMAGE_KEYS.includes(k)) throw new UsageError(`--output type=${type}: ${k}= is not supported (supported: ${IMAGE_KEYS.slice(1).join(', ')})`);
+    }
+    const push = type === 'registry' ? o.push === undefined || parseBoolAttr(o.push, `--output type=registry,push=`) : o.push !== undefined && parseBoolAttr(o.push, '--output type=image,push=');
+    if (o.name !== undefined) checkTag(o.name, `--output type=${type},name=`);
+    return { type: 'image', push, name: o.name };
+  }
+  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=oci or type=docker (an archive), or type=registry (push)`);
   if (!o.dest) throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
   return { type, dest: o.dest };
+}
+
+function checkTag(t: string, flag: string): void {
+  try {
+    tagKey(t);
+  } catch (e) {
+    throw new UsageError(`invalid argument "${t}" for "${flag}" flag: ${(e as Error).message}`);
+  }
 }
 
 function parseKeyValue(v: string, flag: string): [string, string | undefined] {
@@ -37,6 +64,54 @@ function parseKeyValue(v: string, flag: string): [string, string | undefined] {
   const k = eq < 0 ? v : v.slice(0, eq);
   if (k === '') throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: expected KEY=VALUE`);
   return [k, eq < 0 ? undefined : v.slice(eq + 1)];
+}
+
+/**
+ * --push: every tag to its registry, after the build, one progress step per
+ * tag with the per-layer lines `tsbuild push` prints and the digest last.
+ * The image stays in the store whatever happens; a failure names the
+ * reference and how to push again. The registry client loads only here.
+ */
+async function pushTags(store: Store, result: BuildResult, refs: string[], opts: PushOptions, progress: Progress, root: string | undefined): Promise<PushResult[]> {
+  const { pushImage } = await import('../registry/push.js');
+  const { closeAgents } = await import('../registry/transport.js');
+  const pushed: PushResult[] = [];
+  try {
+    for (const [i, ref] of refs.entries()) {
+      const step = progress.step(`pushing ${shortTag(ref)}`);
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          step.output(chunk);
+          cb();
+        },
+      });
+      const view = new ProgressView(progress.mode === 'quiet' ? 'quiet' : 'plain', sink, PUSH_WORDS);
+      try {
+        // By manifest digest: exactly what this build made, even if a tag moved meanwhile.
+        const res = await pushImage(store, result.image.digest, ref, { ...opts, onProgress: view.onProgress });
+        view.finish();
+        step.output(Buffer.from(`${res.tag ?? res.digest}: digest: ${res.digest} size: ${res.size}\n`));
+        step.done();
+        pushed.push(res);
+      } catch (e) {
+        let msg = (e as Error).message;
+        step.error(msg);
+        if (!msg.includes(ref) && !msg.includes(shortTag(ref))) msg = `push ${shortTag(ref)}: ${msg}`;
+        const names = result.tags.map((t) => shortTag(tagKey(t))).join(', ');
+        const again = refs
+          .slice(i)
+          .map((r) => `tsbuild ${root ? `--root ${root} ` : ''}push ${shortTag(r)}`)
+          .join(' && ');
+        throw new Error(
+          `${msg}\nThe image is built and kept in the store as ${names} (${result.image.id.slice(0, 19)})` +
+            `${pushed.length ? `; pushed already: ${pushed.map((p) => p.reference).join(', ')}` : ''}. Once that is fixed, push it with: ${again}`,
+        );
+      }
+    }
+  } finally {
+    await closeAgents();
+  }
+  return pushed;
 }
 
 export const buildCommand: Command = {
@@ -58,9 +133,10 @@ export const buildCommand: Command = {
     { name: 'progress', type: 'string', description: 'Set type of progress output (auto, plain, tty, quiet)', default: 'auto' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Suppress the build output and print image ID on success' },
     { name: 'iidfile', type: 'string', description: 'Write the image ID to a file' },
-    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE")' },
+    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
     { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
-    { name: 'push', type: 'bool', description: 'Push the image to its registry (not available yet)' },
+    { name: 'push', type: 'bool', description: 'Shorthand for "--output=type=registry": push every -t tag to its registry after the build' },
+    ...transportFlags.map((f) => ({ ...f, description: `${f.description} (for --push)` })),
     { name: 'ssh', type: 'list', description: 'SSH agent socket or keys to expose (not supported)', hidden: true },
     { name: 'rm', type: 'bool', description: 'Remove intermediate containers (always)', hidden: true },
     { name: 'force-rm', type: 'bool', description: 'Always remove intermediate containers', hidden: true },
@@ -70,14 +146,7 @@ export const buildCommand: Command = {
   maxArgs: 1,
   async run(a, ctx) {
     const tags = list(a, 'tag');
-    for (const t of tags) {
-      try {
-        tagKey(t);
-      } catch (e) {
-        throw new UsageError(`invalid argument "${t}" for "-t, --tag" flag: ${(e as Error).message}`);
-      }
-    }
-    if (bool(a, 'push')) throw new UsageError('--push is not available yet: build with -t, then run tsbuild push once the registry client exists');
+    for (const t of tags) checkTag(t, '-t, --tag');
     if (list(a, 'ssh').length) throw new UsageError('--ssh is not supported: pass what the build needs with --secret');
     const buildArgs: Record<string, string> = {};
     for (const v of list(a, 'build-arg')) {
@@ -106,10 +175,20 @@ export const buildCommand: Command = {
     const progressFlag = str(a, 'progress') ?? 'auto';
     if (!['auto', 'plain', 'tty', 'quiet'].includes(progressFlag)) throw new UsageError(`invalid --progress ${JSON.stringify(progressFlag)}: use auto, plain, tty or quiet`);
     const outputs = list(a, 'output').map(parseOutput);
+    const archives = outputs.filter((o) => o.type !== 'image');
+    const imageOutputs = outputs.filter((o) => o.type === 'image');
+    // --output type=image,name=X names the image as -t X does.
+    for (const o of imageOutputs) if (o.name !== undefined && !tags.some((t) => tagKey(t) === tagKey(o.name!))) tags.push(o.name);
+    // --push is --output type=registry: every tag goes to its registry after the build.
+    const push = bool(a, 'push') || imageOutputs.some((o) => o.push);
+    const pushRefs = push ? [...new Set(tags.map(tagKey))] : [];
+    // Checked before anything is built, as BuildKit's image exporter does.
+    if (push && pushRefs.length === 0) throw new Error('tag is needed when pushing to registry: name the image with -t REGISTRY/REPOSITORY:TAG');
+    const registryOptions = push ? clientOptions(a) : undefined;
     const report = str(a, 'report');
     if (report !== undefined && report !== 'text' && report !== 'json') throw new UsageError(`invalid --report ${JSON.stringify(report)}: use text or json`);
-    if (report !== undefined && (quiet || outputs.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
-    if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout');
+    if (report !== undefined && (quiet || archives.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
+    if (archives.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout');
     const sdeEnv = process.env.SOURCE_DATE_EPOCH;
     let sourceDateEpoch: number | undefined;
     if (sdeEnv !== undefined && sdeEnv !== '') {
@@ -128,7 +207,9 @@ export const buildCommand: Command = {
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    let result;
+    let result: BuildResult;
+    let pushed: PushResult[] = [];
+    const iidfile = str(a, 'iidfile');
     try {
       result = await build(store, {
         context,
@@ -145,6 +226,9 @@ export const buildCommand: Command = {
         progress,
         sourceDateEpoch,
       });
+      // The image is built and tagged: the ID file is written even when a push fails, so a job can push it again.
+      if (iidfile) await fsp.writeFile(iidfile, result.image.id);
+      if (registryOptions) pushed = await pushTags(store, result, pushRefs, registryOptions, progress, ctx.root);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -152,8 +236,8 @@ export const buildCommand: Command = {
       await context.cleanup();
     }
     const id = result.image.id;
-    const { saveImages } = outputs.length ? await import('../image/archive.js') : { saveImages: undefined };
-    for (const o of outputs) {
+    const { saveImages } = archives.length ? await import('../image/archive.js') : { saveImages: undefined };
+    for (const o of archives) {
       const refs = result.tags.length ? result.tags : [id];
       const format: ArchiveFormat = o.type === 'oci' ? 'oci-archive' : 'docker-archive';
       if (!saveImages) break;
@@ -164,15 +248,14 @@ export const buildCommand: Command = {
       const { imageReport, renderReport } = await import('../image/report.js');
       ctx.stdout.write(renderReport(await imageReport(store, result.image), report as 'text' | 'json'));
     }
-    const iidfile = str(a, 'iidfile');
-    if (iidfile) await fsp.writeFile(iidfile, id);
     if (quiet) {
       ctx.stdout.write(`${id}\n`);
     } else {
       const names = result.tags.map((t) => shortTag(tagKey(t)));
       const secs = (result.elapsedMs / 1000).toFixed(2);
       progress.line(
-        `Built ${names.length ? `${names.join(', ')} ` : ''}${id.slice(0, 19)} in ${secs}s: ${result.steps} steps, ${result.cached} cached, ${humanSize(result.size)}`,
+        `Built ${names.length ? `${names.join(', ')} ` : ''}${id.slice(0, 19)} in ${secs}s: ${result.steps} steps, ${result.cached} cached, ${humanSize(result.size)}` +
+          (pushed.length ? `; pushed ${pushed.length} tag${pushed.length === 1 ? '' : 's'}, manifest ${pushed[0]!.digest}` : ''),
       );
     }
     return 0;
