@@ -15,6 +15,7 @@
 //
 // Nothing is tagged or recorded as an image until every stage has succeeded;
 // a failing step removes its temp dirs and step dir before the error is shown.
+import type { ClientOptions } from '../registry/transport.js';
 import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -110,10 +111,10 @@ export class PullUnavailableError extends Error {}
  * registry client (loaded only when needed). The message keeps what the user
  * can do first, then why the pull failed.
  */
-export async function pullBaseImage(store: Store, ref: string): Promise<StoredImage> {
+export async function pullBaseImage(store: Store, ref: string, registry: ClientOptions = {}): Promise<StoredImage> {
   const { pullImage } = await import('../registry/pull.js');
   try {
-    return await pullImage(store, ref);
+    return await pullImage(store, ref, registry);
   } catch (e) {
     throw new PullUnavailableError(`image ${ref} is not in the local store; import or pull it (tsbuild import / load / pull) and build again (pulling it failed: ${(e as Error).message})`);
   }
@@ -127,6 +128,8 @@ export interface BuildOptions {
   target?: string;
   noCache?: boolean;
   pull?: boolean;
+  /** Registry access for base images and --cache-from pulls (--tls-verify, --insecure-registry, --cert-dir, --authfile). */
+  registry?: ClientOptions;
   /** --label: set on the final image. */
   labels?: Record<string, string>;
   secrets?: Map<string, SecretSource>;
@@ -467,7 +470,7 @@ class Build {
   async resolveBase(ref: string, loc: Location, isFrom: boolean): Promise<StoredImage> {
     if (this.opts.pull) {
       try {
-        return await pullBaseImage(this.store, ref);
+        return await pullBaseImage(this.store, ref, this.opts.registry);
       } catch (e) {
         throw new BuildError(`--pull: ${(e as Error).message}`, loc);
       }
@@ -478,7 +481,7 @@ class Build {
       if (!(e instanceof NotFoundError)) throw new BuildError(`${isFrom ? 'FROM' : '--from'} ${ref}: ${(e as Error).message}`, loc);
     }
     try {
-      return await pullBaseImage(this.store, ref);
+      return await pullBaseImage(this.store, ref, this.opts.registry);
     } catch (e) {
       const stages = this.df.stages.filter((s) => s.from.stageName).map((s) => s.from.stageName);
       const hint = !isFrom ? ` It is not a stage of this Dockerfile either${stages.length ? ` (stages: ${stages.join(', ')})` : ''}.` : '';
@@ -1154,7 +1157,7 @@ export async function build(store: Store, opts: BuildOptions): Promise<BuildResu
       }
       if (!img) {
         try {
-          img = await pullBaseImage(store, ref);
+          img = await pullBaseImage(store, ref, opts.registry);
         } catch (e) {
           b.warn(`--cache-from ${ref}: ${(e as Error).message}; building without it`);
           continue;

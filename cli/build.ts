@@ -136,7 +136,7 @@ export const buildCommand: Command = {
     { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
     { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
     { name: 'push', type: 'bool', description: 'Shorthand for "--output=type=registry": push every -t tag to its registry after the build' },
-    ...transportFlags.map((f) => ({ ...f, description: `${f.description} (for --push)` })),
+    ...transportFlags.map((f) => ({ ...f, description: `${f.description} (base image pulls and --push)` })),
     { name: 'ssh', type: 'list', description: 'SSH agent socket or keys to expose (not supported)', hidden: true },
     { name: 'rm', type: 'bool', description: 'Remove intermediate containers (always)', hidden: true },
     { name: 'force-rm', type: 'bool', description: 'Always remove intermediate containers', hidden: true },
@@ -184,7 +184,7 @@ export const buildCommand: Command = {
     const pushRefs = push ? [...new Set(tags.map(tagKey))] : [];
     // Checked before anything is built, as BuildKit's image exporter does.
     if (push && pushRefs.length === 0) throw new Error('tag is needed when pushing to registry: name the image with -t REGISTRY/REPOSITORY:TAG');
-    const registryOptions = push ? clientOptions(a) : undefined;
+    const registryOptions = clientOptions(a);
     const report = str(a, 'report');
     if (report !== undefined && report !== 'text' && report !== 'json') throw new UsageError(`invalid --report ${JSON.stringify(report)}: use text or json`);
     if (report !== undefined && (quiet || archives.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
@@ -219,6 +219,7 @@ export const buildCommand: Command = {
         noCache: bool(a, 'no-cache'),
         cacheFrom: list(a, 'cache-from'),
         pull: bool(a, 'pull'),
+        registry: registryOptions,
         labels,
         secrets,
         network: network as 'default' | 'none' | 'host',
@@ -228,7 +229,7 @@ export const buildCommand: Command = {
       });
       // The image is built and tagged: the ID file is written even when a push fails, so a job can push it again.
       if (iidfile) await fsp.writeFile(iidfile, result.image.id);
-      if (registryOptions) pushed = await pushTags(store, result, pushRefs, registryOptions, progress, ctx.root);
+      if (push) pushed = await pushTags(store, result, pushRefs, registryOptions, progress, ctx.root);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

@@ -207,6 +207,15 @@ describe('build --push uses the registry options of tsbuild push', () => {
       const pull = env.cli(['pull', '--authfile', authfile, `${H}/team/app:1`], { root });
       expect(pull.code, pull.err).toBe(0);
       expect(pull.out).toContain(`Digest: ${local.digest}`);
+
+      // The same options reach the base image pull of a build (FROM in the private registry).
+      const child = env.context({ Dockerfile: `FROM ${H}/team/app:1\nRUN echo child > /child\n` });
+      const root2 = freshRoot('from-auth');
+      const noCreds = env.cli(['build', '-q', '-t', 'child', child], { root: root2, env: { DOCKER_CONFIG: cfg } });
+      expect(noCreds.code).toBe(1);
+      expect(noCreds.err).toMatch(/unauthorized|authentication required/i);
+      const withCreds = env.cli(['build', '-q', '--authfile', authfile, '-t', 'child', child], { root: root2, env: { DOCKER_CONFIG: cfg } });
+      expect(withCreds.code, withCreds.err).toBe(0);
     } finally {
       await auth.stop();
     }
