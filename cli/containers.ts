@@ -23,6 +23,57 @@ function commandText(c: ContainerInfo, noTrunc: boolean): string {
   return `"${cmd}"`;
 }
 
+const STATUSES = ['created', 'restarting', 'running', 'removing', 'paused', 'exited', 'dead'];
+
+/**
+ * `ps --filter key=value`, as Docker: values of one key are alternatives,
+ * different keys must all match. Supported: id (prefix), name (a regular
+ * expression matched anywhere, as Docker), status, exited (exit code),
+ * ancestor (image name[:tag] or ID prefix), network. A status filter also
+ * lists stopped containers without -a.
+ */
+export function containerFilter(specs: string[]): { match(c: ContainerInfo): boolean; showsStopped: boolean } {
+  const byKey = new Map<string, string[]>();
+  for (const f of specs) {
+    const eq = f.indexOf('=');
+    if (eq <= 0) throw new UsageError(`invalid argument "${f}" for "-f, --filter" flag: bad format of filter (expected name=value)`);
+    const key = f.slice(0, eq).toLowerCase();
+    const value = f.slice(eq + 1);
+    if (!['id', 'name', 'status', 'exited', 'ancestor', 'network'].includes(key)) {
+      throw new Error(`invalid filter '${key}' (supported here: id, name, status, exited, ancestor, network)`);
+    }
+    if (key === 'status' && !STATUSES.includes(value)) throw new Error(`invalid filter 'status=${value}' (one of ${STATUSES.join(', ')})`);
+    if (key === 'exited' && !/^-?\d+$/.test(value)) throw new Error(`invalid filter 'exited=${value}': give an exit code`);
+    byKey.set(key, [...(byKey.get(key) ?? []), value]);
+  }
+  const nameRes = (byKey.get('name') ?? []).map((v) => {
+    try {
+      return new RegExp(v.replace(/^\//, ''));
+    } catch {
+      throw new Error(`invalid filter 'name=${v}': not a regular expression`);
+    }
+  });
+  const ancestorMatches = (c: ContainerInfo, v: string): boolean => {
+    const img = c.config.ImageName;
+    const withTag = (r: string) => (/:[^/]+$/.test(r) || r.includes('@') ? r : `${r}:latest`);
+    if (withTag(img) === withTag(v) || img === v) return true;
+    const hex = v.replace(/^sha256:/, '');
+    return /^[0-9a-f]{4,64}$/.test(hex) && c.config.Image.replace(/^sha256:/, '').startsWith(hex);
+  };
+  const tests: Record<string, (c: ContainerInfo, v: string) => boolean> = {
+    id: (c, v) => c.id.startsWith(v),
+    name: (c, _v) => nameRes.some((re) => re.test(c.config.Name)),
+    status: (c, v) => c.status === v,
+    exited: (c, v) => c.status === 'exited' && c.state.ExitCode === Number(v),
+    ancestor: ancestorMatches,
+    network: (c, v) => c.config.HostConfig.NetworkMode === v || Object.hasOwn(c.config.NetworkingConfig?.EndpointsConfig ?? {}, v),
+  };
+  return {
+    showsStopped: byKey.has('status') || byKey.has('exited'),
+    match: (c) => [...byKey].every(([k, vs]) => vs.some((v) => tests[k]!(c, v))),
+  };
+}
+
 const ps: Command = {
   name: 'ps',
   usage: 'ps [OPTIONS]',
@@ -33,13 +84,23 @@ const ps: Command = {
     { name: 'quiet', short: 'q', type: 'bool', description: 'Only display container IDs' },
     { name: 'no-trunc', type: 'bool', description: "Don't truncate output" },
     { name: 'format', type: 'string', description: "Format output: 'table', 'json', or a template such as '{{.ID}} {{.Names}}'" },
+    { name: 'filter', short: 'f', type: 'list', description: 'Filter output based on conditions provided (id, name, status, exited, ancestor, network)' },
+    { name: 'last', short: 'n', type: 'string', description: 'Show n last created containers (includes all states)', arg: 'int' },
+    { name: 'latest', short: 'l', type: 'bool', description: 'Show the latest created container (includes all states)' },
   ],
   async run(a, ctx) {
+    const filter = containerFilter(list(a, 'filter'));
+    const lastFlag = str(a, 'last');
+    if (lastFlag !== undefined && !/^-?\d+$/.test(lastFlag)) throw new UsageError(`invalid argument "${lastFlag}" for "-n, --last" flag: strconv.ParseInt: parsing "${lastFlag}": invalid syntax`);
+    const last = bool(a, 'latest') ? 1 : lastFlag !== undefined ? Number(lastFlag) : -1;
     const store = await ctx.store();
     const noTrunc = bool(a, 'no-trunc');
     // Network leftovers of crashed or killed runs go first, so PORTS is current (runtime/network).
     await pruneStale(store.root).catch(() => {});
-    const all = (await listContainers(store.root)).filter((c) => bool(a, 'all') || c.status === 'running');
+    const showAll = bool(a, 'all') || filter.showsStopped || last !== -1;
+    // Newest first; -n N keeps the first N that pass the filters (0: no limit), as Docker's daemon.
+    let all = (await listContainers(store.root)).filter((c) => (showAll || c.status === 'running') && filter.match(c));
+    if (last > 0) all = all.slice(0, last);
     const ports = new Map(await Promise.all(all.map(async (c) => [c.id, c.status === 'running' ? await portsText(store.root, c.id) : ''] as const)));
     const rows = all.map((c) => ({
       ID: noTrunc ? c.id : c.id.slice(0, 12),

@@ -192,9 +192,40 @@ describe('run -d, ps, logs', () => {
     expect((await tsbuild('rm', 'orphan')).code).toBe(0);
   });
 
+  it('ps --filter (id, name, status, exited, ancestor, network), -n and -l, as Docker', async () => {
+    const up = await runD('--name', 'flt-up', '--network', 'none', 'busybox', 'sleep', '60');
+    const three = await tsbuild('run', '--name', 'flt-three', '--network', 'none', 'busybox', 'sh', '-c', 'exit 3');
+    expect(three.code).toBe(3);
+    const names = async (...args: string[]) => {
+      const r = await tsbuild('ps', ...args, '--format', '{{.Names}}');
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.split('\n').filter((n) => n.startsWith('flt-'));
+    };
+    expect(await names('-f', 'name=flt-')).toEqual(['flt-up']); // running only, without -a
+    expect(await names('-a', '-f', 'name=^flt-(up|three)$')).toEqual(['flt-three', 'flt-up']);
+    expect(await names('-f', 'status=exited', '-f', 'name=flt-')).toEqual(['flt-three']); // a status filter lists stopped ones
+    expect(await names('-f', 'exited=3')).toEqual(['flt-three']);
+    expect(await names('-f', 'exited=4')).toEqual([]);
+    expect(await names('-f', `id=${up.slice(0, 10)}`)).toEqual(['flt-up']);
+    expect(await names('-a', '-f', 'ancestor=busybox:latest', '-f', 'name=flt-')).toEqual(['flt-three', 'flt-up']);
+    expect(await names('-a', '-f', 'ancestor=nosuch', '-f', 'name=flt-')).toEqual([]);
+    expect(await names('-a', '-f', 'network=none', '-f', 'name=flt-')).toEqual(['flt-three', 'flt-up']);
+    expect(await names('-a', '-f', 'network=bridge', '-f', 'name=flt-')).toEqual([]);
+    expect(await names('-l')).toEqual(['flt-three']);
+    expect(await names('-n', '2', '-f', 'name=flt-')).toEqual(['flt-three', 'flt-up']);
+    const bad = await tsbuild('ps', '-f', 'bogus=1');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("invalid filter 'bogus'");
+    const badFormat = await tsbuild('ps', '-f', 'nokey');
+    expect(badFormat.code).toBe(125);
+    expect(badFormat.stderr).toContain('bad format of filter (expected name=value)');
+    expect((await tsbuild('rm', '-f', 'flt-up', 'flt-three')).code).toBe(0);
+  });
+
   it('a zombie counts as gone (rm and stop never wait for an exited, unreaped monitor)', async () => {
-    // sh execs sleep, which never reaps the `true` it started: a zombie until sleep goes.
-    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // sh execs `sleep 30`, which never reaps the short sleep started before
+    // (it ends after the exec, so sh cannot have reaped it): a zombie until the parent goes.
+    const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       const zombie = await new Promise<number>((resolve) => parent.stdout!.once('data', (b: Buffer) => resolve(Number(b.toString().trim()))));
       let stat = '';
