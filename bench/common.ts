@@ -28,14 +28,18 @@ export interface Timing {
   note?: string;
 }
 
-/** Runs fn `warmup` times untimed, then `runs` times; medians in seconds. fn must throw on failure. */
-export function timeIt(name: string, fn: () => void, runs = 10, warmup = 2): Timing {
-  for (let i = 0; i < warmup; i++) fn();
+/**
+ * Runs fn `warmup` times untimed, then `runs` times; medians in seconds. fn must throw on failure.
+ * hooks.before/after run around every call of fn (warm-ups too), outside the timing.
+ */
+export function timeIt(name: string, fn: () => void, runs = 10, warmup = 2, hooks: { before?(): void; after?(): void } = {}): Timing {
   const t: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < warmup + runs; i++) {
+    hooks.before?.();
     const s = process.hrtime.bigint();
     fn();
-    t.push(Number(process.hrtime.bigint() - s) / 1e9);
+    if (i >= warmup) t.push(Number(process.hrtime.bigint() - s) / 1e9);
+    hooks.after?.();
   }
   t.sort((a, b) => a - b);
   return { name, median: t[Math.floor(t.length / 2)]!, min: t[0]!, runs };

@@ -1,9 +1,14 @@
 // `npm run bench [section...] [--runs N]`: side-by-side benchmarks against the
-// reference tools, in one run. Sections: run.
+// reference tools, in one run. Sections: run (runtime.ts: run --rm vs docker,
+// podman, runc, crun), build (build.ts: build and build+push vs docker build
+// with BuildKit and buildah build). --runs N (default 10) is the small cases'
+// run count; build's large cases use min(N, 3).
+import { benchBuild } from './build.js';
 import { benchRuntime } from './runtime.js';
 
 const sections: Record<string, (runs: number) => Promise<unknown>> = {
   run: benchRuntime,
+  build: benchBuild,
 };
 
 const argv = process.argv.slice(2);
