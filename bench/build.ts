@@ -178,30 +178,34 @@ export async function benchBuild(runs: number): Promise<Timing[]> {
     measure(`RUN writing 300 MiB (dd from /dev/urandom), cold`, (t) => timeIt(t.name, () => build(t, bigRun, 'bench-run', true), bigRuns, 1, syncFirst));
     measure(`build + push the large COPY to a fresh local docker-registry`, (t) => {
       let r: Registry | undefined;
-      return timeIt(
-        t.name,
-        () => {
-          if (t.buildPush) t.buildPush(large, `${reg}/x`);
-          else {
-            build(t, large, `${reg}/x`, true);
-            t.push(`${reg}/x`);
-          }
-        },
-        bigRuns,
-        1,
-        {
-          before: () => {
-            r = startRegistry(path.join(dir, 'registry'), port);
-            must('sync', []);
+      try {
+        return timeIt(
+          t.name,
+          () => {
+            if (t.buildPush) t.buildPush(large, `${reg}/x`);
+            else {
+              build(t, large, `${reg}/x`, true);
+              t.push(`${reg}/x`);
+            }
           },
-          after: () => {
-            const pushed = r!.blobBytes();
-            r!.stop();
-            r = undefined;
-            if (pushed < 100e6) throw new Error(`${t.name}: only ${pushed} bytes of blobs reached the registry`);
+          bigRuns,
+          1,
+          {
+            before: () => {
+              r = startRegistry(path.join(dir, 'registry'), port);
+              must('sync', []);
+            },
+            after: () => {
+              const pushed = r!.blobBytes();
+              r!.stop();
+              r = undefined;
+              if (pushed < 100e6) throw new Error(`${t.name}: only ${pushed} bytes of blobs reached the registry`);
+            },
           },
-        },
-      );
+        );
+      } finally {
+        r?.stop(); // a failed build or push leaves the registry running
+      }
     });
   } finally {
     for (const s of stops.reverse()) s();
