@@ -1,6 +1,6 @@
 // `tsbuild build` (and its short form `tsbuild -t app .`): flags and output
 // only; builder/build.ts does the work.
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import { Writable } from 'node:stream';
 import { bool, list, str, UsageError } from './args.js';
 import { type Command } from './command.js';
@@ -16,7 +16,7 @@ import type { Store } from '../image/store.js';
 import type { PushOptions, PushResult } from '../registry/push.js';
 
 /** An archive to write, or where the image goes (the store always; a registry with push). */
-type OutputSpec = { type: 'oci' | 'docker'; dest: string } | { type: 'image'; push: boolean; name?: string };
+type OutputSpec = { type: 'oci' | 'docker' | 'local'; dest: string } | { type: 'image'; push: boolean; name?: string };
 
 const IMAGE_KEYS = ['type', 'name', 'push'];
 
@@ -29,7 +29,11 @@ function parseBoolAttr(v: string, what: string): boolean {
 
 function parseOutput(v: string): OutputSpec {
   const o: Record<string, string> = {};
-  if (!v.includes('=')) throw new UsageError(`--output ${v}: give type=oci,dest=FILE, type=docker,dest=FILE or type=registry (exporting a directory is not supported)`);
+  if (!v.includes('=')) {
+    // BuildKit's shorthand: a bare path is the local exporter; "-" a tar of the files on stdout.
+    if (v === '-') throw new UsageError('--output -: a tar of the build result on stdout (type=tar) is not supported: give a directory (-o DIR) or type=oci|docker,dest=-');
+    return localOutput(v);
+  }
   for (const part of v.split(',')) {
     const eq = part.indexOf('=');
     if (eq < 0) throw new UsageError(`invalid --output ${JSON.stringify(v)}: expected key=value pairs`);
@@ -46,9 +50,20 @@ function parseOutput(v: string): OutputSpec {
     if (o.name !== undefined) checkTag(o.name, `--output type=${type},name=`);
     return { type: 'image', push, name: o.name };
   }
-  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=oci or type=docker (an archive), or type=registry (push)`);
+  if (type === 'local') {
+    if (!o.dest || o.dest === '-') throw new UsageError('--output type=local needs dest=DIR (a directory)');
+    return localOutput(o.dest);
+  }
+  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=local (the files), type=oci or type=docker (an archive), or type=registry (push)`);
   if (!o.dest) throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
   return { type, dest: o.dest };
+}
+
+/** Checked before the build: a dest that exists must be a directory. */
+function localOutput(dest: string): OutputSpec {
+  const st = fs.statSync(dest, { throwIfNoEntry: false });
+  if (st && !st.isDirectory()) throw new UsageError(`--output type=local: ${dest} exists and is not a directory`);
+  return { type: 'local', dest };
 }
 
 function checkTag(t: string, flag: string): void {
@@ -133,7 +148,7 @@ export const buildCommand: Command = {
     { name: 'progress', type: 'string', description: 'Set type of progress output (auto, plain, tty, quiet)', default: 'auto' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Suppress the build output and print image ID on success' },
     { name: 'iidfile', type: 'string', description: 'Write the image ID to a file' },
-    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
+    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=local,dest=DIR" or just DIR, "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
     { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
     { name: 'push', type: 'bool', description: 'Shorthand for "--output=type=registry": push every -t tag to its registry after the build' },
     ...transportFlags.map((f) => ({ ...f, description: `${f.description} (base image pulls and --push)` })),
@@ -237,8 +252,13 @@ export const buildCommand: Command = {
       await context.cleanup();
     }
     const id = result.image.id;
-    const { saveImages } = archives.length ? await import('../image/archive.js') : { saveImages: undefined };
+    const { saveImages } = archives.some((o) => o.type !== 'local') ? await import('../image/archive.js') : { saveImages: undefined };
     for (const o of archives) {
+      if (o.type === 'local') {
+        const { exportRootfs } = await import('../image/export-rootfs.js');
+        await exportRootfs(store, result.image, o.dest);
+        continue;
+      }
       const refs = result.tags.length ? result.tags : [id];
       const format: ArchiveFormat = o.type === 'oci' ? 'oci-archive' : 'docker-archive';
       if (!saveImages) break;

@@ -57,9 +57,33 @@ describe('tsbuild build', () => {
     const load = env.cli(['load', '-i', `${out}/docker.tar`], { root });
     expect(load.code, load.err).toBe(0);
     expect(load.out).toMatch(/Loaded image: exported:1/);
-    const bad = env.cli(['build', '-o', 'type=local,dest=/tmp/x', dir]);
+    const bad = env.cli(['build', '-o', 'type=tar,dest=/tmp/x', dir]);
     expect(bad.code).toBe(125);
-    expect(bad.err).toMatch(/type=local is not supported: use type=oci or type=docker/);
+    expect(bad.err).toMatch(/type=tar is not supported: use type=local/);
+  });
+
+  it('--output type=local,dest=DIR and -o DIR write the files of the result (whiteouts applied, --target honoured)', () => {
+    const dir = env.context({
+      Dockerfile: 'FROM busybox AS b\nRUN mkdir -p /out/sub && echo bin > /out/app && chmod 750 /out/app && ln -s app /out/link && rm /etc/passwd\nFROM scratch\nCOPY --from=b /out /\n',
+    });
+    const out = path.join(env.dirs.make('local-out'), 'result');
+    const r = env.cli(['build', '-q', '-o', out, dir]);
+    expect(r.code, r.err).toBe(0);
+    expect(fs.readdirSync(out).sort()).toEqual(['app', 'link', 'sub']);
+    expect(fs.readFileSync(path.join(out, 'app'), 'utf8')).toBe('bin\n');
+    expect(fs.statSync(path.join(out, 'app')).mode & 0o7777).toBe(0o750);
+    expect(fs.readlinkSync(path.join(out, 'link'))).toBe('app');
+    const stage = path.join(env.dirs.make('local-out2'), 'b');
+    const t = env.cli(['build', '-q', '--target', 'b', '--output', `type=local,dest=${stage}`, dir]);
+    expect(t.code, t.err).toBe(0);
+    expect(fs.existsSync(path.join(stage, 'bin', 'busybox'))).toBe(true);
+    expect(fs.existsSync(path.join(stage, 'etc', 'passwd'))).toBe(false); // deleted by a later layer
+    const file = path.join(env.dirs.make('local-file'), 'f');
+    fs.writeFileSync(file, 'x');
+    const notDir = env.cli(['build', '-q', '-o', file, dir]);
+    expect(notDir.code).toBe(125);
+    expect(notDir.err).toContain(`${file} exists and is not a directory`);
+    expect(env.cli(['build', '-q', '-o', '-', dir]).code).toBe(125);
   });
 
   it('--report json prints the image report on stdout, progress stays on stderr', () => {
