@@ -812,7 +812,9 @@ class StageRun {
       try {
         // One pass: tar -> diff_id -> gzip -> blob digest -> store. See LAYER_GZIP_LEVEL for the level.
         const opts = { mode, lowerDirs: lowerTopFirst, sourceDateEpoch: this.b.epoch };
-        await pipeline(plan ? plan.tar(opts) : tarDirectory(dir, opts), tarHash, new ParallelGzip(LAYER_GZIP_LEVEL), w.stream);
+        const tar = plan ? plan.tar(opts) : tarDirectory(dir, opts);
+        // The gzip stage is the last to hold the tar's chunks: it hands them back for reuse.
+        await pipeline(tar, tarHash, new ParallelGzip(LAYER_GZIP_LEVEL, undefined, (c) => tar.recycle(c)), w.stream);
         chainId = chainIds([...this.state.layers.map((l) => l.diffId), tarHash.digest()]).pop()!;
         if (plan && (await isComplete(store, chainId))) adopt = false;
         else if (plan && !(await plan.materialize(dir))) {

@@ -39,6 +39,9 @@ function deflateRaw(buf: Buffer, level: number, final: boolean): Promise<Buffer>
   });
 }
 
+/** A block to deflate: an input chunk itself (handed to `release` afterwards), a view into one, or our own buffer (reused). */
+type BlockKind = 'input' | 'view' | 'own';
+
 interface Job {
   out?: Buffer;
   err?: Error;
@@ -47,6 +50,10 @@ interface Job {
 export class ParallelGzip extends Transform {
   /** The block being assembled from input chunks smaller than a block (or not aligned to one). */
   private partial: Buffer | undefined;
+  /** Our own blocks, deflated and free again. */
+  private spare: Buffer[] = [];
+  /** What `held` is: an input chunk itself, a view into one, or one of our blocks. */
+  private heldKind: BlockKind = 'own';
   private fill = 0;
   /** The newest whole block: submitted once we know it is not the last one. */
   private held: Buffer | undefined;
@@ -59,9 +66,15 @@ export class ParallelGzip extends Transform {
   private size = 0;
   private headerSent = false;
 
+  /**
+   * @param release called with each input chunk that was deflated as it was
+   *   (a whole block) once this stage is done with it — for a producer that
+   *   reuses its chunks (TarStream.recycle). Only when nothing else holds them.
+   */
   constructor(
     private readonly level = 1,
     private readonly parallel = defaultParallelism(),
+    private readonly release?: (chunk: Buffer) => void,
   ) {
     super({ readableHighWaterMark: 4 * GZIP_BLOCK });
   }
@@ -86,7 +99,7 @@ export class ParallelGzip extends Transform {
   }
 
   /** Starts compressing one block; resolves once there is room for another. */
-  private submit(block: Buffer, final: boolean): Promise<void> {
+  private submit(block: Buffer, final: boolean, kind: BlockKind): Promise<void> {
     this.crc = zlib.crc32(block, this.crc);
     this.size = (this.size + block.length) % 0x100000000;
     const job: Job = {};
@@ -94,6 +107,8 @@ export class ParallelGzip extends Transform {
     deflateRaw(block, this.level, final).then(
       (out) => {
         job.out = out;
+        if (kind === 'input') this.release?.(block);
+        else if (kind === 'own' && block.length === GZIP_BLOCK && this.spare.length < 4) this.spare.push(block);
         this.drain();
       },
       (err: Error) => {
@@ -123,30 +138,32 @@ export class ParallelGzip extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.header();
-    const full: Buffer[] = [];
+    const full: [Buffer, BlockKind][] = [];
     let off = 0;
     while (off < chunk.length) {
       if (this.fill === 0 && chunk.length - off >= GZIP_BLOCK) {
-        full.push(off === 0 && chunk.length === GZIP_BLOCK ? chunk : chunk.subarray(off, off + GZIP_BLOCK));
+        const whole = off === 0 && chunk.length === GZIP_BLOCK;
+        full.push(whole ? [chunk, 'input'] : [chunk.subarray(off, off + GZIP_BLOCK), 'view']);
         off += GZIP_BLOCK;
         continue;
       }
-      this.partial ??= Buffer.allocUnsafe(GZIP_BLOCK);
+      this.partial ??= this.spare.pop() ?? Buffer.allocUnsafe(GZIP_BLOCK);
       const n = chunk.copy(this.partial, this.fill, off, Math.min(chunk.length, off + GZIP_BLOCK - this.fill));
       this.fill += n;
       off += n;
       if (this.fill === GZIP_BLOCK) {
-        full.push(this.partial);
+        full.push([this.partial, 'own']);
         this.partial = undefined;
         this.fill = 0;
       }
     }
     if (full.length === 0) return cb();
     (async () => {
-      for (const b of full) {
+      for (const [b, kind] of full) {
         // Keep one block back until we know whether it is the last one.
-        if (this.held) await this.submit(this.held, false);
+        if (this.held) await this.submit(this.held, false, this.heldKind);
         this.held = b;
+        this.heldKind = kind;
       }
     })().then(() => cb(), cb);
   }
@@ -155,14 +172,16 @@ export class ParallelGzip extends Transform {
     this.header();
     (async () => {
       let last: Buffer;
+      let kind: BlockKind = 'view'; // a partial block or nothing: not reused
       if (this.fill > 0) {
-        if (this.held) await this.submit(this.held, false);
+        if (this.held) await this.submit(this.held, false, this.heldKind);
         last = this.partial!.subarray(0, this.fill);
       } else {
         last = this.held ?? Buffer.alloc(0);
+        if (this.held) kind = this.heldKind;
       }
       this.held = this.partial = undefined;
-      await this.submit(last, true);
+      await this.submit(last, true, kind);
       await this.settle();
       const trailer = Buffer.alloc(8);
       trailer.writeUInt32LE(this.crc >>> 0, 0);

@@ -8,8 +8,11 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ParallelGzip } from '../builder/compress.js';
 import { copyToLayer, parseChmod, planCopy, type CopyRequest } from '../builder/copy.js';
 import { MergedView } from '../builder/merged.js';
 import { DirFS, ViewFS } from '../builder/sourcefs.js';
@@ -178,8 +181,41 @@ describe('planned COPY layer', () => {
     });
     const first = await env.build(dir, { tags: ['plan-rebuild'], noCache: true });
     const again = await env.build(dir, { tags: ['plan-rebuild'], noCache: true });
-    expect(again.image.layers.map((l) => l.diffId)).toEqual(first.image.layers.map((l) => l.diffId));
+    // The COPY layer is the same (the RUN layer's /both has a new mtime).
+    expect(again.image.layers[1]!.diffId).toBe(first.image.layers[1]!.diffId);
     const root = await env.rootfs('plan-rebuild');
     expect(fs.readFileSync(path.join(root, 'both'), 'utf8')).toBe('one two');
+  });
+});
+
+describe('layer gzip pipeline', () => {
+  async function gz(src: Readable, gzip: ParallelGzip): Promise<Buffer> {
+    const out: Buffer[] = [];
+    await pipeline(src, gzip, new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+    return Buffer.concat(out);
+  }
+
+  it('reusing the tar chunks once they are deflated changes no byte', async () => {
+    const dir = temps.make('plan-gz');
+    for (let i = 0; i < 12; i++) write(`${dir}/f${i}`, i % 2 ? Buffer.alloc(700_000 + i * 9_999, `text ${i} `) : createHash('sha512').update(String(i)).digest().toString('hex').repeat(5_000));
+    const tarBytes = Buffer.concat(await tarDirectory(dir, { mode: 'dir' }).toArray());
+    const plain = await gz(tarDirectory(dir, { mode: 'dir' }), new ParallelGzip(1));
+    const t = tarDirectory(dir, { mode: 'dir' });
+    let released = 0;
+    const reused = await gz(t, new ParallelGzip(1, undefined, (c) => (released++, t.recycle(c))));
+    expect(released).toBeGreaterThan(5);
+    expect(reused.equals(plain)).toBe(true);
+    expect(zlib.gunzipSync(reused).equals(tarBytes)).toBe(true);
+  });
+
+  it('never reuses memory it was only lent: input chunks that are not whole blocks stay intact', async () => {
+    const data = Buffer.from(createHash('sha256').update('x').digest('hex').repeat(150_000)); // 9.6 MB
+    const copy = Buffer.from(data);
+    const pieces = [data.subarray(0, 3_000_001), data.subarray(3_000_001, 3_000_001 + (2 << 20)), data.subarray(3_000_001 + (2 << 20))];
+    const out = await gz(Readable.from(pieces), new ParallelGzip(1, 2, () => {
+      throw new Error('release is only for whole input chunks');
+    }));
+    expect(data.equals(copy)).toBe(true);
+    expect(zlib.gunzipSync(out).equals(copy)).toBe(true);
   });
 });
