@@ -1,7 +1,10 @@
-// COPY and ADD: sources -> a fresh directory laid out as the new layer.
+// COPY and ADD: sources -> the new layer, laid out as a directory.
 //
-// The layer dir starts empty. Destinations are resolved in the merged view of
-// the parent image with the layer dir on top (merged.ts), so symlinks in the
+// planCopy decides the layer in memory (a LayerPlan, layer-plan.ts: the build
+// tars it straight from the sources and writes the dir only when it needs
+// it); copyToLayer plans and writes the dir at once (WORKDIR, RUN bind mounts).
+// The layer starts empty. Destinations are resolved in the merged view of
+// the parent image with the layer on top (merged.ts), so symlinks in the
 // image are followed as if its root were `/`: a link to `/` leads to the
 // image's root, never the host's. A parent directory that already exists in
 // the image is copied up into the layer with its mode, owner and mtime (as an
@@ -27,7 +30,7 @@ import { Readable } from 'node:stream';
 import { applyLayer } from '../image/layer-applier.js';
 import { lgetxattr, llistxattr } from '../image/native.js';
 import { PathEscapeError } from '../image/safepath.js';
-import { LayerPlan, PlanDir, PlanError, PlanInode, type InodeType, type PlanEntry, type PlanMeta } from './layer-plan.js';
+import { LayerPlan, PlanDir, PlanError, PlanInode, planSource, type InodeType, type PlanEntry, type PlanMeta } from './layer-plan.js';
 import { MergedView, components, type Found } from './merged.js';
 import { DirFS, type PathFilter, type SourceFS } from './sourcefs.js';
 
@@ -431,7 +434,7 @@ class LayerPlanner {
       // A symlink's own mode is always 0777; --chmod does not apply.
       inode = new PlanInode('symlink', this.meta({ mode: 0o777, ...own, ...times, xattrs: xattrsOf(from, 'symlink') }), undefined, fs.readlinkSync(from));
     } else if (st.isFile()) {
-      inode = new PlanInode('file', this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, 'file') }), { path: from, st });
+      inode = new PlanInode('file', this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, 'file') }), planSource(from, st));
     } else if (st.isFIFO()) {
       inode = new PlanInode('fifo', this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, 'fifo') }));
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {

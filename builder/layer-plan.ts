@@ -53,14 +53,29 @@ export class PlanDir {
 
 export type InodeType = 'file' | 'symlink' | 'fifo' | 'char' | 'block';
 
+/** What a regular file's contents are planned from: its host path and what lstat said then (to notice a change). */
+export interface PlanSource {
+  path: string;
+  size: number;
+  mode: number;
+  ino: number;
+  dev: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export function planSource(p: string, st: fs.Stats): PlanSource {
+  return { path: p, size: st.size, mode: st.mode, ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+}
+
 /** A non-directory; `names` > 1 when hardlinked. */
 export class PlanInode {
   names = 0;
   constructor(
     readonly type: InodeType,
     readonly meta: PlanMeta,
-    /** file: the source's host path and its lstat when planned (size, and to notice a change). */
-    readonly src?: { path: string; st: fs.Stats },
+    /** file: where its contents come from */
+    readonly src?: PlanSource,
     /** symlink target */
     readonly target?: string,
     /** char/block: device numbers as mknod gets them */
@@ -68,7 +83,7 @@ export class PlanInode {
   ) {}
 
   get size(): number {
-    return this.type === 'file' ? this.src!.st.size : 0;
+    return this.type === 'file' ? this.src!.size : 0;
   }
 }
 
@@ -89,8 +104,8 @@ function sortedXattrs(x: Map<string, Buffer> | undefined): Map<string, Buffer> |
   return new Map([...x.keys()].sort(byteCompare).map((k) => [k, x.get(k)!]));
 }
 
-/** The source changed between planning and reading: its contents would not match the header. */
-function sameFile(a: fs.Stats, b: fs.Stats): boolean {
+/** False when the source changed since it was planned: its contents would not match the header. */
+function sameFile(a: fs.Stats, b: PlanSource): boolean {
   return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 
@@ -156,14 +171,14 @@ export class LayerPlan {
             break;
           case 'file': {
             const src = e.src!;
-            const size = src.st.size;
+            const size = src.size;
             yield encodeHeader({ ...base, name: r, type: '0', size, xattrs });
             if (size > 0) {
               yield {
                 path: src.path,
                 size,
                 verify: (fd) => {
-                  if (!sameFile(fs.fstatSync(fd), src.st)) throw changedError(src.path);
+                  if (!sameFile(fs.fstatSync(fd), src)) throw changedError(src.path);
                 },
               };
             }
@@ -226,7 +241,8 @@ export class LayerPlan {
     }
     files.length = 0;
     const lists = [...byDir.values()];
-    for (let i = 0; files.length < firstName.size - others.length; i++) for (const l of lists) if (i < l.length) files.push(l[i]!);
+    const longest = lists.reduce((n, l) => Math.max(n, l.length), 0);
+    for (let i = 0; i < longest; i++) for (const l of lists) if (i < l.length) files.push(l[i]!);
     let next = 0;
     let failed = false;
     const worker = async () => {
@@ -236,11 +252,13 @@ export class LayerPlan {
           if (!(await writeFile(p, e))) exact = false;
         }
       } catch (err) {
-        failed = true; // the others stop too: the caller removes the dir
+        failed = true; // the others stop after the file they are writing
         throw err;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
+    // Every worker has stopped before an error goes up (the caller then removes the dir).
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(concurrency, files.length) }, worker));
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     for (const [first, p] of links) fs.linkSync(first, p);
     // Directory times last, deepest first: writing into a dir changes its mtime.
     for (let i = dirs.length - 1; i >= 0; i--) {
@@ -285,14 +303,14 @@ async function writeFile(p: string, e: PlanInode): Promise<boolean> {
   // EXCL: the layer dir is fresh; never write through anything already there.
   await fsp.copyFile(src.path, p, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
   // copyFile gave the file the source's mode; a new file belongs to us (or the dir's group if it is setgid).
-  const srcMode = src.st.mode & 0o7777;
+  const srcMode = src.mode & 0o7777;
   if (m.uid !== euid || m.gid !== egid) await fsp.lchown(p, m.uid, m.gid);
   // chown clears setuid/setgid: the mode goes on afterwards.
   if (m.mode !== srcMode || ((m.uid !== euid || m.gid !== egid) && m.mode & 0o6000)) await fsp.chmod(p, m.mode);
   const ok = m.xattrs ? setXattrs(p, m) : true;
   await fsp.utimes(p, m.atime, m.mtime);
   const [st, now] = await Promise.all([fsp.lstat(p, { bigint: true }), fsp.lstat(src.path)]);
-  if (!sameFile(now, src.st)) throw changedError(src.path);
+  if (!sameFile(now, src)) throw changedError(src.path);
   if (matches(st, m, 'file', e.size) && Number(st.nlink) === 1) return ok;
   // Not what we predicted (a setgid parent dir gave its group, say): do it all explicitly, then check again.
   await fsp.lchown(p, m.uid, m.gid);
