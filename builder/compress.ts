@@ -26,9 +26,16 @@ export const GZIP_BLOCK = 1 << 20;
 /** gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unix (as Node's zlib writes it). */
 const HEADER = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03]);
 
-/** Blocks in flight: one per core plus two queued, so a core never waits for the main thread to hand it work. */
+/**
+ * Blocks in flight: one per core that libuv's threadpool can use, plus two
+ * queued, so a core never waits for the main thread to hand it work (2 cores,
+ * 4 threads: 4). The pool has UV_THREADPOOL_SIZE threads (default 4), read by
+ * libuv when the pool starts — before any of our code runs, since Node's ESM
+ * loader already uses it: set it in the environment of the process.
+ */
 export function defaultParallelism(): number {
-  return Math.max(2, os.availableParallelism()) + 2;
+  const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.min(Math.max(2, os.availableParallelism()), pool) + 2;
 }
 
 function deflateRaw(buf: Buffer, level: number, final: boolean): Promise<Buffer> {
