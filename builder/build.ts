@@ -26,12 +26,12 @@ import { buildManifest, loadImage, resolveImage, tagKey, writeImage, type Stored
 import { tarDirectory } from '../image/layer-writer.js';
 import { MEDIA_TYPES } from '../image/mediatypes.js';
 import type { ContainerConfig, History, ImageConfig } from '../image/schemas.js';
-import { adoptSnapshot, chainIds, ensureSnapshots } from '../image/snapshots.js';
+import { adoptSnapshot, chainIds, ensureSnapshots, isComplete } from '../image/snapshots.js';
 import { NotFoundError, type Store } from '../image/store.js';
 import { ParallelGzip } from './compress.js';
 import { cacheKey, FileHashCache, readCache, writeCache, type CachedLayer, type CacheRecord } from './cache.js';
 import type { BuildContext } from './context.js';
-import { copyToLayer, CopyError, parseChmod, sourcesDigest, type CopyItem } from './copy.js';
+import { copyToLayer, CopyError, parseChmod, planCopy, sourcesDigest, type CopyItem, type LayerPlan } from './copy.js';
 import { envListToVars, expandHeredoc, expandWord, expandWords, type Vars } from './expand.js';
 import { DockerIgnore, DockerignoreError } from './dockerignore.js';
 import {
@@ -792,24 +792,45 @@ class StageRun {
     return new MergedView([...snaps].reverse());
   }
 
-  /** Writes `dir` as the next layer (or none when empty), adopts it as its snapshot. */
-  private async commitLayer(dir: string, mode: 'dir' | 'overlay-upper', lowerTopFirst: string[]): Promise<CachedLayer | null> {
-    if ((await fsp.readdir(dir)).length === 0) return null;
+  /**
+   * Writes `dir` as the next layer (or none when empty), adopts it as its
+   * snapshot. With a COPY's `plan`, the tar comes from the plan and `dir`
+   * (empty) is written only when the store has no snapshot of that content.
+   */
+  private async commitLayer(dir: string, mode: 'dir' | 'overlay-upper', lowerTopFirst: string[], plan?: LayerPlan): Promise<CachedLayer | null> {
+    if (plan ? plan.empty : (await fsp.readdir(dir)).length === 0) return null;
     const store = this.b.store;
-    const w = await store.blobWriter();
-    const tarHash = new HashCounter();
-    try {
-      // One pass: tar -> diff_id -> gzip -> blob digest -> store. See LAYER_GZIP_LEVEL for the level.
-      await pipeline(tarDirectory(dir, { mode, lowerDirs: lowerTopFirst, sourceDateEpoch: this.b.epoch }), tarHash, new ParallelGzip(LAYER_GZIP_LEVEL), w.stream);
-    } catch (e) {
-      await w.abort();
-      throw e;
+    if (plan && !plan.exact) {
+      await plan.materialize(dir);
+      plan = undefined;
     }
-    const blob = await w.commit();
-    const diffId = tarHash.digest();
-    const chain = chainIds([...this.state.layers.map((l) => l.diffId), diffId]);
-    await adoptSnapshot(store, chain[chain.length - 1]!, dir);
-    return { mediaType: MEDIA_TYPES.OCI_LAYER_GZIP, digest: blob.digest, size: blob.size, diffId };
+    for (;;) {
+      const w = await store.blobWriter();
+      const tarHash = new HashCounter();
+      let chainId: Digest;
+      let adopt = true;
+      try {
+        // One pass: tar -> diff_id -> gzip -> blob digest -> store. See LAYER_GZIP_LEVEL for the level.
+        const opts = { mode, lowerDirs: lowerTopFirst, sourceDateEpoch: this.b.epoch };
+        const tar = plan ? plan.tar(opts) : tarDirectory(dir, opts);
+        // The gzip stage is the last to hold the tar's chunks: it hands them back for reuse.
+        await pipeline(tar, tarHash, new ParallelGzip(LAYER_GZIP_LEVEL, undefined, (c) => tar.recycle(c)), w.stream);
+        chainId = chainIds([...this.state.layers.map((l) => l.diffId), tarHash.digest()]).pop()!;
+        if (plan && (await isComplete(store, chainId))) adopt = false;
+        else if (plan && !(await plan.materialize(dir))) {
+          // The written dir is not what was planned: its own tar is the layer.
+          await w.abort();
+          plan = undefined;
+          continue;
+        }
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+      const blob = await w.commit();
+      if (adopt) await adoptSnapshot(store, chainId, dir);
+      return { mediaType: MEDIA_TYPES.OCI_LAYER_GZIP, digest: blob.digest, size: blob.size, diffId: tarHash.digest() };
+    }
   }
 
   private async workdir(ins: Extract<Instruction, { kind: 'WORKDIR' }>): Promise<void> {
@@ -1061,8 +1082,9 @@ class StageRun {
           }
           const layerDir = path.join(tmp, 'layer');
           await fsp.mkdir(layerDir, { mode: 0o755 });
+          let plan: LayerPlan;
           try {
-            await copyToLayer(view, layerDir, {
+            plan = await planCopy(view, {
               items,
               dest,
               destIsDir,
@@ -1078,7 +1100,7 @@ class StageRun {
             if (e instanceof CopyError) throw new BuildError(`${ins.kind} failed: ${e.message}`, ins.loc);
             throw e;
           }
-          const layer = await this.commitLayer(layerDir, 'dir', view.layers);
+          const layer = await this.commitLayer(layerDir, 'dir', view.layers, plan);
           return { layer, history: this.history(createdBy, layer !== null), config: structuredClone(this.cfg) };
         },
         structuredClone(this.cfg),

@@ -1,7 +1,10 @@
-// COPY and ADD: sources -> a fresh directory laid out as the new layer.
+// COPY and ADD: sources -> the new layer, laid out as a directory.
 //
-// The layer dir starts empty. Destinations are resolved in the merged view of
-// the parent image with the layer dir on top (merged.ts), so symlinks in the
+// planCopy decides the layer in memory (a LayerPlan, layer-plan.ts: the build
+// tars it straight from the sources and writes the dir only when it needs
+// it); copyToLayer plans and writes the dir at once (WORKDIR, RUN bind mounts).
+// The layer starts empty. Destinations are resolved in the merged view of
+// the parent image with the layer on top (merged.ts), so symlinks in the
 // image are followed as if its root were `/`: a link to `/` leads to the
 // image's root, never the host's. A parent directory that already exists in
 // the image is copied up into the layer with its mode, owner and mtime (as an
@@ -25,10 +28,13 @@ import { createHash } from 'node:crypto';
 import zlib from 'node:zlib';
 import { Readable } from 'node:stream';
 import { applyLayer } from '../image/layer-applier.js';
-import { lgetxattr, llistxattr, lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from '../image/native.js';
-import { MergedView, components } from './merged.js';
+import { lgetxattr, llistxattr } from '../image/native.js';
+import { PathEscapeError } from '../image/safepath.js';
+import { LayerPlan, PlanDir, PlanError, PlanInode, planSource, type InodeType, type PlanEntry, type PlanMeta } from './layer-plan.js';
+import { MergedView, components, type Found } from './merged.js';
 import { DirFS, type PathFilter, type SourceFS } from './sourcefs.js';
-import { lstatMaybe } from '../image/safepath.js';
+
+export { LayerPlan, PlanError } from './layer-plan.js';
 
 /** A build error in a COPY/ADD step; the executor adds file:line. */
 export class CopyError extends Error {}
@@ -214,49 +220,50 @@ async function hashEntry(h: ReturnType<typeof createHash>, src: SourceFS, comps:
   }
 }
 
-// ---------------------------------------------------------------- writing the layer dir
+// ---------------------------------------------------------------- planning the layer
 
 const SKIP_XATTR = (n: string) => n.startsWith('trusted.overlay.') || n === 'security.selinux';
 
-function copyXattrs(from: string, to: string): void {
+/**
+ * The xattrs copying `from` gives an entry of type `type`: all but overlay's
+ * and SELinux's; user.* only on files and dirs (the kernel refuses them elsewhere).
+ */
+function xattrsOf(from: string, type: InodeType | 'dir'): Map<string, Buffer> | undefined {
   let names: string[];
   try {
     names = llistxattr(from);
   } catch {
-    return;
+    return undefined;
   }
+  let out: Map<string, Buffer> | undefined;
   for (const n of names) {
     if (SKIP_XATTR(n)) continue;
+    if (n.startsWith('user.') && type !== 'file' && type !== 'dir') continue;
     const v = lgetxattr(from, n);
     if (v === undefined) continue;
-    try {
-      lsetxattr(to, n, v);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') continue;
-      throw err;
-    }
+    (out ??= new Map()).set(n, v);
   }
+  return out;
 }
-
 
 const display = (comps: readonly string[]) => `/${comps.join('/')}`;
 
-class LayerDirWriter {
-  /** The image with the layer dir on top: what the destination looks like so far. */
-  readonly top: MergedView;
-  /** dir host path -> mtime to set once everything below it is written. */
-  private dirTimes = new Map<string, { atime: number; mtime: number }>();
-  /** Source inode -> first destination host path (hardlinks). */
-  private links = new Map<string, string>();
+const MAX_SYMLINKS = 255;
+
+/**
+ * Builds the LayerPlan of a COPY/ADD: what the layer dir would hold, decided
+ * as if it were written entry by entry (later sources replace earlier ones,
+ * parents are copied up from the image, hardlinked sources stay linked).
+ */
+class LayerPlanner {
+  readonly plan = new LayerPlan();
+  /** Source inode -> the planned inode (hardlinks). */
+  private links = new Map<string, PlanInode>();
 
   constructor(
     readonly lower: MergedView,
-    readonly layerDir: string,
     readonly req: CopyRequest,
-  ) {
-    this.top = new MergedView([layerDir, ...lower.layers]);
-  }
+  ) {}
 
   private owner(st: fs.Stats | undefined, src: SourceFS | undefined): { uid: number; gid: number } {
     if (this.req.chown) return this.req.chown;
@@ -264,46 +271,117 @@ class LayerDirWriter {
     return { uid: 0, gid: 0 };
   }
 
-  /**
-   * mkdir -p of resolved `comps` in the layer dir. Existing image dirs are
-   * copied up with their metadata; new ones are 0755 (the last one takes
-   * `meta` from a source dir when given). Returns the host path.
-   */
-  ensureDir(comps: readonly string[], meta?: { st: fs.Stats; src: SourceFS }): string {
-    let host = this.layerDir;
+  private meta(m: PlanMeta): PlanMeta {
+    this.plan.checkMeta(m);
+    return m;
+  }
+
+  // ---- the image with the planned layer on top (what a destination resolves in)
+
+  /** The entry at `comps` (no links followed): the layer's if it has one, else the image's. */
+  private lookup(comps: readonly string[]): { layer: PlanEntry } | { image: Found } | undefined {
+    let d = this.plan.root;
     for (let i = 0; i < comps.length; i++) {
-      const prefix = comps.slice(0, i + 1);
-      host = path.join(host, comps[i]!);
-      const isLast = i === comps.length - 1;
-      const own = lstatMaybe(host);
-      if (own?.isDirectory()) continue;
-      if (own) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory`);
-      const lowerFound = this.lower.lookup(prefix);
-      if (lowerFound?.st.isDirectory()) {
-        const ls = lowerFound.st;
-        fs.mkdirSync(host);
-        fs.lchownSync(host, ls.uid, ls.gid);
-        fs.chmodSync(host, ls.mode & 0o7777);
-        copyXattrs(lowerFound.abs, host);
-        this.dirTimes.set(host, { atime: ls.atimeMs / 1000, mtime: ls.mtimeMs / 1000 });
+      const e = d.children.get(comps[i]!);
+      if (e === undefined) break;
+      // A 0:0 char device is a whiteout to MergedView: it hides the path (and the image's entry).
+      if (e instanceof PlanInode && e.type === 'char' && e.dev!.major === 0 && e.dev!.minor === 0) return undefined;
+      if (i === comps.length - 1) return { layer: e };
+      if (!(e instanceof PlanDir)) return undefined; // a non-dir in the layer hides the image below it
+      d = e;
+    }
+    if (comps.length === 0) return { layer: this.plan.root };
+    const f = this.lower.lookup(comps);
+    return f ? { image: f } : undefined;
+  }
+
+  kind(comps: readonly string[]): 'dir' | 'file' | 'symlink' | 'other' | 'none' {
+    if (comps.length === 0) return 'dir';
+    const f = this.lookup(comps);
+    if (!f) return 'none';
+    if ('layer' in f) {
+      const e = f.layer;
+      if (e instanceof PlanDir) return 'dir';
+      return e.type === 'symlink' ? 'symlink' : e.type === 'file' ? 'file' : 'other';
+    }
+    const st = f.image.st;
+    return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+  }
+
+  /**
+   * Resolves `p` to components without symlinks, following every link inside
+   * the image's root (absolute targets restart at the root, `..` stops at it),
+   * as MergedView.resolve does, with the planned layer on top.
+   */
+  resolve(p: string, followFinal = false): string[] {
+    if (p.includes('\0')) throw new PathEscapeError(`path ${JSON.stringify(p)} contains a NUL byte`);
+    const resolved: string[] = [];
+    let pending = p.split('/');
+    let links = 0;
+    while (pending.length > 0) {
+      const c = pending.shift()!;
+      if (c === '' || c === '.') continue;
+      if (c === '..') {
+        resolved.pop();
         continue;
       }
-      if (lowerFound) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory in the image`);
-      fs.mkdirSync(host);
-      if (isLast && meta) {
+      const isFinal = !pending.some((x) => x !== '' && x !== '.');
+      if (isFinal && !followFinal) {
+        resolved.push(c);
+        break;
+      }
+      const f = this.lookup([...resolved, c]);
+      const target = !f ? undefined : 'layer' in f ? (f.layer instanceof PlanInode && f.layer.type === 'symlink' ? f.layer.target : undefined) : f.image.st.isSymbolicLink() ? fs.readlinkSync(f.image.abs) : undefined;
+      if (target !== undefined) {
+        if (++links > MAX_SYMLINKS) throw new PathEscapeError(`path ${JSON.stringify(p)}: too many levels of symbolic links`);
+        if (target.startsWith('/')) resolved.length = 0;
+        pending = [...target.split('/'), ...pending];
+        continue;
+      }
+      resolved.push(c);
+    }
+    return resolved;
+  }
+
+  // ---- Docker's rules
+
+  /**
+   * mkdir -p of resolved `comps` in the layer. Existing image dirs are
+   * copied up with their metadata; new ones are 0755 (the last one takes
+   * `meta` from a source dir when given).
+   */
+  ensureDir(comps: readonly string[], meta?: { st: fs.Stats; src: SourceFS }): PlanDir {
+    let dir = this.plan.root;
+    for (let i = 0; i < comps.length; i++) {
+      const prefix = comps.slice(0, i + 1);
+      const name = comps[i]!;
+      const isLast = i === comps.length - 1;
+      const own = dir.children.get(name);
+      if (own instanceof PlanDir) {
+        dir = own;
+        continue;
+      }
+      if (own) throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory`);
+      const lowerFound = this.lower.lookup(prefix);
+      let next: PlanDir;
+      if (lowerFound?.st.isDirectory()) {
+        const ls = lowerFound.st;
+        next = new PlanDir(this.meta({ mode: ls.mode & 0o7777, uid: ls.uid, gid: ls.gid, atime: ls.atimeMs / 1000, mtime: ls.mtimeMs / 1000, xattrs: xattrsOf(lowerFound.abs, 'dir') }));
+      } else if (lowerFound) {
+        throw new CopyError(`cannot copy to ${display(comps)}: ${display(prefix)} is not a directory in the image`);
+      } else if (isLast && meta) {
         const o = this.owner(meta.st, meta.src);
-        fs.lchownSync(host, o.uid, o.gid);
         const mode = meta.st.mode & 0o7777;
-        fs.chmodSync(host, this.req.chmod ? this.req.chmod(mode, true) : mode);
-        this.dirTimes.set(host, { atime: meta.st.mtimeMs / 1000, mtime: meta.st.mtimeMs / 1000 });
+        const t = meta.st.mtimeMs / 1000;
+        next = new PlanDir(this.meta({ mode: this.req.chmod ? this.req.chmod(mode, true) : mode, uid: o.uid, gid: o.gid, atime: t, mtime: t }));
       } else {
         const o = this.owner(undefined, undefined);
-        fs.lchownSync(host, o.uid, o.gid);
-        fs.chmodSync(host, 0o755);
-        this.dirTimes.set(host, { atime: this.req.now, mtime: this.req.now });
+        next = new PlanDir(this.meta({ mode: 0o755, uid: o.uid, gid: o.gid, atime: this.req.now, mtime: this.req.now }));
       }
+      dir.children.set(name, next);
+      dir = next;
     }
-    return host;
+    return dir;
   }
 
   /** Copies the contents of a source dir into the resolved destination dir `dest`. */
@@ -318,7 +396,7 @@ class LayerDirWriter {
       let childDest = [...dest, name];
       if (st.isDirectory()) {
         // A link in the image where the source has a directory is followed, inside the image's root.
-        if (this.top.kind(childDest) === 'symlink') childDest = this.top.resolve(display(childDest), true);
+        if (this.kind(childDest) === 'symlink') childDest = this.resolve(display(childDest), true);
         this.copyDirContents(src, childSrc, st, childDest, r);
       } else {
         this.copyNonDir(src, childSrc, st, childDest);
@@ -326,59 +404,60 @@ class LayerDirWriter {
     }
   }
 
-  /** Writes one file, symlink or special file at resolved `dest` (the final component is not followed). */
+  /** One file, symlink or special file at resolved `dest` (the final component is not followed). */
   copyNonDir(src: SourceFS, srcComps: string[], st: fs.Stats, dest: string[]): void {
     if (dest.length === 0) throw new CopyError(`cannot copy ${display(srcComps)} over the root directory`);
     if (st.isSocket()) return;
     const parent = this.ensureDir(dest.slice(0, -1));
-    const host = path.join(parent, dest[dest.length - 1]!);
-    const existing = lstatMaybe(host);
-    if (existing) fs.rmSync(host, { recursive: true, force: true });
+    const name = dest[dest.length - 1]!;
+    const existing = parent.children.get(name);
+    if (existing) {
+      unlink(existing);
+      parent.children.delete(name);
+    }
     const from = src.hostPath(srcComps);
     const own = this.owner(st, src);
-    if (st.nlink > 1 && !st.isDirectory()) {
-      const key = `${src.description}\0${st.dev}:${st.ino}`;
+    let key: string | undefined;
+    if (st.nlink > 1) {
+      key = `${src.description}\0${st.dev}:${st.ino}`;
       const first = this.links.get(key);
-      if (first) {
-        fs.linkSync(first, host);
+      if (first && first.names > 0) {
+        parent.children.set(name, first);
+        first.names++;
         return;
       }
-      this.links.set(key, host);
     }
     const mode = this.req.chmod ? this.req.chmod(st.mode & 0o7777, false) : st.mode & 0o7777;
+    const times = { atime: st.atimeMs / 1000, mtime: st.mtimeMs / 1000 };
+    let inode: PlanInode;
     if (st.isSymbolicLink()) {
-      fs.symlinkSync(fs.readlinkSync(from), host);
-      fs.lchownSync(host, own.uid, own.gid);
-      copyXattrs(from, host);
-      fs.lutimesSync(host, st.atimeMs / 1000, st.mtimeMs / 1000);
-      return;
-    }
-    if (st.isFile()) {
-      fs.copyFileSync(from, host, fs.constants.COPYFILE_FICLONE);
+      // A symlink's own mode is always 0777; --chmod does not apply.
+      inode = new PlanInode('symlink', this.meta({ mode: 0o777, ...own, ...times, xattrs: xattrsOf(from, 'symlink') }), undefined, fs.readlinkSync(from));
+    } else if (st.isFile()) {
+      inode = new PlanInode('file', this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, 'file') }), planSource(from, st));
     } else if (st.isFIFO()) {
-      mknod(host, S_IFIFO | mode, 0, 0);
+      inode = new PlanInode('fifo', this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, 'fifo') }));
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      const type = st.isCharacterDevice() ? 'char' : 'block';
       const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn);
       const minor = Number((BigInt(st.rdev) & 0xffn) | ((BigInt(st.rdev) >> 12n) & ~0xffn));
-      mknod(host, (st.isCharacterDevice() ? S_IFCHR : S_IFBLK) | mode, major, minor);
+      inode = new PlanInode(type, this.meta({ mode, ...own, ...times, xattrs: xattrsOf(from, type) }), undefined, undefined, { major, minor });
     } else {
       throw new CopyError(`${display(srcComps)}: unsupported file type`);
     }
-    fs.lchownSync(host, own.uid, own.gid);
-    // chown clears setuid/setgid: the mode goes on afterwards.
-    fs.chmodSync(host, mode);
-    copyXattrs(from, host);
-    fs.utimesSync(host, st.atimeMs / 1000, st.mtimeMs / 1000);
+    inode.names = 1;
+    parent.children.set(name, inode);
+    if (key !== undefined) this.links.set(key, inode);
   }
+}
 
-  /** Directory mtimes last, deepest first: writing into a dir changes its mtime. */
-  finish(): void {
-    const dirs = [...this.dirTimes.keys()].sort((a, b) => b.length - a.length);
-    for (const d of dirs) {
-      const t = this.dirTimes.get(d)!;
-      fs.utimesSync(d, t.atime, t.mtime);
-    }
+/** Drops a planned entry that a later source replaces (with everything below it). */
+function unlink(e: PlanEntry): void {
+  if (e instanceof PlanInode) {
+    e.names--;
+    return;
   }
+  for (const c of e.children.values()) unlink(c);
 }
 
 // ---------------------------------------------------------------- archives (ADD)
@@ -456,15 +535,17 @@ async function extractArchive(kind: ArchiveKind, file: string, into: string): Pr
 // ---------------------------------------------------------------- the step
 
 /**
- * Copies the request's sources into `layerDir` (fresh and empty), as the
- * layer of a COPY/ADD on top of `lower` (the parent image; empty for --link).
+ * Plans the layer of a COPY/ADD on top of `lower` (the parent image; empty for
+ * --link): what copyToLayer would write, without writing it. Archives are
+ * extracted under req.tmpDir, which must outlive the plan (its tar and
+ * materialize read from there); the caller removes it.
  */
-export async function copyToLayer(lower: MergedView, layerDir: string, req: CopyRequest): Promise<void> {
-  const w = new LayerDirWriter(lower, layerDir, req);
+export async function planCopy(lower: MergedView, req: CopyRequest): Promise<LayerPlan> {
+  const w = new LayerPlanner(lower, req);
   if (req.mkdir) w.ensureDir(req.mkdir);
   const matches = expandAll(req.items);
-  const dest = w.top.resolve(req.dest, true);
-  const destKind = w.top.kind(dest);
+  const dest = w.resolve(req.dest, true);
+  const destKind = w.kind(dest);
   if (req.items.length > 1 && !req.destIsDir && destKind !== 'dir') {
     throw new CopyError(`When using COPY with more than one source file, the destination must be a directory and end with a /`);
   }
@@ -485,7 +566,6 @@ export async function copyToLayer(lower: MergedView, layerDir: string, req: Copy
         await fsp.mkdir(tmp, { recursive: true, mode: 0o755 });
         await extractArchive(kind, m.fs.hostPath(m.comps), tmp);
         w.copyDirContents(new DirFS(tmp, `archive ${name}`, undefined, true), [], undefined, dest, '');
-        await fsp.rm(tmp, { recursive: true, force: true });
         continue;
       }
     }
@@ -494,7 +574,21 @@ export async function copyToLayer(lower: MergedView, layerDir: string, req: Copy
     if (req.exclude?.excludes(m.written.join('/'))) continue;
     w.copyNonDir(m.fs, m.comps, m.st, target);
   }
-  w.finish();
+  return w.plan;
+}
+
+/**
+ * Copies the request's sources into `layerDir` (fresh and empty), as the
+ * layer of a COPY/ADD on top of `lower` (the parent image; empty for --link).
+ */
+export async function copyToLayer(lower: MergedView, layerDir: string, req: CopyRequest): Promise<void> {
+  const plan = await planCopy(lower, req);
+  try {
+    await plan.materialize(layerDir);
+  } catch (e) {
+    if (e instanceof PlanError) throw new CopyError(e.message);
+    throw e;
+  }
 }
 
 /** Parses --chmod: octal (0755) or symbolic (u+x,g-w,o=r). */

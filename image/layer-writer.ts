@@ -138,7 +138,8 @@ function rawHeader(h: {
   return b;
 }
 
-function padding(size: number): Buffer {
+/** Zero bytes up to the next 512-byte boundary after `size` bytes of content. */
+export function padding(size: number): Buffer {
   const r = size % BLOCK;
   return r === 0 ? Buffer.alloc(0) : ZERO_BLOCK.subarray(0, BLOCK - r);
 }
@@ -221,8 +222,25 @@ function asciiPlaceholder(s: string, max: number): string {
   return s.replace(/[^\x20-\x7e]/g, '_').slice(0, max);
 }
 
-function byteCompare(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+/**
+ * Orders names by their UTF-8 bytes, as Go's archive/tar writers and `sort`
+ * of byte strings do. UTF-16 code units sort the same way except where a
+ * surrogate meets a unit at or above U+E000; those rare names take the slow path.
+ */
+export function byteCompare(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 || y >= 0xd800) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+    return x - y;
+  }
+  if (a.length === b.length) return 0;
+  // One is a prefix of the other: the shorter sorts first (a lone high surrogate at its end takes the slow path).
+  const last = n > 0 ? a.charCodeAt(n - 1) : 0;
+  if (last >= 0xd800 && last < 0xdc00) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  return a.length - b.length;
 }
 
 // ---------------------------------------------------------------------------
@@ -323,41 +341,36 @@ export function mergedKind(lowers: string[], rel: string): 'dir' | 'other' | 'no
   return 'none';
 }
 
-async function* walkDir(ctx: Ctx, rel: string): AsyncGenerator<Buffer> {
+function* walkDir(ctx: Ctx, rel: string): Generator<TarPiece, void, undefined> {
   const abs = rel === '' ? ctx.root : path.join(ctx.root, rel);
   const names = fs.readdirSync(abs).sort(byteCompare);
   const overlay = ctx.opts.mode === 'overlay-upper';
-  const whiteouts: Buffer[] = [];
-  const rest: string[] = [];
-  const statCache = new Map<string, fs.BigIntStats>();
+  const rest: [string, fs.BigIntStats][] = [];
+  // Whiteouts first (as the overlay-upper order has always been); the rest in name order.
   for (const n of names) {
     const st = fs.lstatSync(path.join(abs, n), { bigint: true });
-    statCache.set(n, st);
     if (overlay && isWhiteoutDevice(st)) {
-      whiteouts.push(
-        encodeHeader({
-          name: joinRel(rel, WHITEOUT_PREFIX + n),
-          type: '0',
-          mode: 0o600,
-          uid: 0,
-          gid: 0,
-          size: 0,
-          mtime: mtimeOf(st, ctx.opts),
-        }),
-      );
+      yield encodeHeader({
+        name: joinRel(rel, WHITEOUT_PREFIX + n),
+        type: '0',
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: mtimeOf(st, ctx.opts),
+      });
     } else {
-      rest.push(n);
+      rest.push([n, st]);
     }
   }
-  for (const w of whiteouts) yield w;
-  for (const n of rest) yield* walkEntry(ctx, joinRel(rel, n), statCache.get(n)!);
+  for (const [n, st] of rest) yield* walkEntry(ctx, joinRel(rel, n), st);
 }
 
 function joinRel(dir: string, name: string): string {
   return dir === '' ? name : `${dir}/${name}`;
 }
 
-async function* walkEntry(ctx: Ctx, rel: string, st: fs.BigIntStats): AsyncGenerator<Buffer> {
+function* walkEntry(ctx: Ctx, rel: string, st: fs.BigIntStats): Generator<TarPiece, void, undefined> {
   const abs = path.join(ctx.root, rel);
   const base = {
     mode: Number(st.mode) & 0o7777,
@@ -405,39 +418,156 @@ async function* walkEntry(ctx: Ctx, rel: string, st: fs.BigIntStats): AsyncGener
   } else if (st.isFile()) {
     const size = Number(st.size);
     yield encodeHeader({ ...base, name: rel, type: '0', size, xattrs });
-    yield* fileBody(abs, size);
+    if (size > 0) yield { path: abs, size };
     yield padding(size);
   } else {
     throw new Error(`${abs}: unsupported file type`);
   }
 }
 
-/** Exactly `size` bytes of the file, streamed; a file that shrank while we read is an error. */
-async function* fileBody(abs: string, size: number): AsyncGenerator<Buffer> {
-  if (size === 0) return;
-  let left = size;
-  const rs = fs.createReadStream(abs, { highWaterMark: 256 * 1024, end: size - 1 });
-  try {
-    for await (const chunk of rs as AsyncIterable<Buffer>) {
-      const c = chunk.length > left ? chunk.subarray(0, left) : chunk;
-      left -= c.length;
-      yield c;
-      if (left === 0) break;
-    }
-  } finally {
-    rs.destroy();
+// ---------------------------------------------------------------------------
+// The tar stream
+
+/** The contents of one file in a tar stream: exactly `size` bytes of `path`. */
+export interface FileBody {
+  path: string;
+  size: number;
+  /**
+   * Called with the open file once `size` bytes were read; throws when the
+   * file is no longer what the header said (copy.ts: it changed since it was planned).
+   */
+  verify?: (fd: number) => void;
+}
+
+/** What a tar stream is made of: header and padding bytes, and file contents read from disk. */
+export type TarPiece = Buffer | FileBody;
+
+/**
+ * Size of the chunks a TarStream pushes: the block size of builder/compress.ts,
+ * which deflates such chunks as they are, without copying them.
+ */
+export const TAR_CHUNK = 1 << 20;
+
+/** The two zero blocks that end an archive. */
+export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
+
+/**
+ * A byte stream made of TarPieces, pushed in TAR_CHUNK chunks. File contents
+ * are read with synchronous reads straight into the chunk (one copy, from the
+ * page cache; one open/read/close per small file), a chunk at a time, so the
+ * event loop (the compressors' completions) runs between chunks. A file that
+ * shrank while we read it is an error; one that grew is cut at `size`.
+ */
+export class TarStream extends Readable {
+  /** Chunks handed back by the last consumer (recycle), reused instead of allocating (and collecting) new ones. */
+  private spare: Buffer[] = [];
+  private chunk: Buffer = Buffer.allocUnsafe(TAR_CHUNK);
+  private fill = 0;
+  private body: { fd: number; left: number; piece: FileBody } | undefined;
+
+  constructor(private readonly pieces: Iterator<TarPiece, void, undefined>) {
+    super({ highWaterMark: 2 * TAR_CHUNK });
   }
-  if (left > 0) throw new Error(`${abs}: file shrank while it was being archived (${left} bytes missing)`);
+
+  override _read(): void {
+    try {
+      this.produce();
+    } catch (e) {
+      this.destroy(e as Error);
+    }
+  }
+
+  /**
+   * Hands a pushed chunk back for reuse. Only for the stage that is the last
+   * to hold the stream's chunks (ParallelGzip's `release`, once a block is
+   * deflated): ~800 MB of short-lived 1 MiB buffers for a 400 MB layer kept
+   * V8 running a full GC every ~100 ms.
+   */
+  recycle(chunk: Buffer): void {
+    if (chunk.length === TAR_CHUNK && chunk.byteOffset === 0 && this.spare.length < 16) this.spare.push(chunk);
+  }
+
+  private pushChunk(): void {
+    this.push(this.chunk);
+    this.chunk = this.spare.pop() ?? Buffer.allocUnsafe(TAR_CHUNK);
+    this.fill = 0;
+  }
+
+  /** Fills and pushes one chunk, or ends the stream. */
+  private produce(): void {
+    for (;;) {
+      const b = this.body;
+      if (b) {
+        while (b.left > 0 && this.fill < TAR_CHUNK) {
+          const n = fs.readSync(b.fd, this.chunk, this.fill, Math.min(b.left, TAR_CHUNK - this.fill), null);
+          if (n === 0) throw new Error(`${b.piece.path}: file shrank while it was being archived (${b.left} bytes missing)`);
+          this.fill += n;
+          b.left -= n;
+        }
+        if (b.left === 0) {
+          this.body = undefined;
+          try {
+            b.piece.verify?.(b.fd);
+          } finally {
+            fs.closeSync(b.fd);
+          }
+        }
+        if (this.fill === TAR_CHUNK) return this.pushChunk();
+        continue;
+      }
+      const next = this.pieces.next();
+      if (next.done) {
+        if (this.fill > 0) this.push(this.chunk.subarray(0, this.fill));
+        this.push(null);
+        return;
+      }
+      const p = next.value;
+      if (Buffer.isBuffer(p)) {
+        let pushed = false;
+        for (let off = 0; off < p.length; ) {
+          const n = p.copy(this.chunk, this.fill, off);
+          this.fill += n;
+          off += n;
+          if (this.fill === TAR_CHUNK) {
+            this.pushChunk();
+            pushed = true;
+          }
+        }
+        if (pushed) return;
+      } else if (p.size > 0) {
+        // O_NOFOLLOW: the piece names a regular file; a link swapped in since is an error, never followed.
+        const fd = fs.openSync(p.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        this.body = { fd, left: p.size, piece: p };
+      }
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    if (this.body) {
+      try {
+        fs.closeSync(this.body.fd);
+      } catch {
+        /* already closed */
+      }
+      this.body = undefined;
+    }
+    try {
+      this.pieces.return?.();
+    } catch {
+      /* the generator's own cleanup failed: the stream error wins */
+    }
+    cb(err);
+  }
 }
 
 /** Uncompressed tar stream of dir. Streams file contents; never buffers whole files. */
-export function tarDirectory(dir: string, opts: LayerWriterOptions): Readable {
+export function tarDirectory(dir: string, opts: LayerWriterOptions): TarStream {
   const ctx: Ctx = { root: path.resolve(dir), opts, links: new Map() };
-  async function* gen(): AsyncGenerator<Buffer> {
+  function* gen(): Generator<TarPiece, void, undefined> {
     yield* walkDir(ctx, '');
-    yield Buffer.alloc(2 * BLOCK);
+    yield END_OF_ARCHIVE;
   }
-  return Readable.from(gen(), { objectMode: false });
+  return new TarStream(gen());
 }
 
 /**

@@ -143,7 +143,9 @@ export function isWithin(root: string, p: string): boolean {
 /** lstat, or undefined when the path (or a parent) does not exist. */
 export function lstatMaybe(p: string): fs.Stats | undefined {
   try {
-    return fs.lstatSync(p);
+    // throwIfNoEntry: a missing path is the common case (COPY checks every destination); an
+    // ENOENT error object costs more than the lstat itself. ENOTDIR still throws.
+    return fs.lstatSync(p, { throwIfNoEntry: false });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;

@@ -36,7 +36,8 @@ export function snapshotDir(store: Store, chainId: Digest): string {
   return path.join(snapshotsDir(store), hexOf(chainId).slice(0, 16));
 }
 
-async function isComplete(store: Store, chainId: Digest): Promise<boolean> {
+/** Is the snapshot of chainId unpacked and in place? */
+export async function isComplete(store: Store, chainId: Digest): Promise<boolean> {
   try {
     const id = (await fsp.readFile(path.join(snapshotDir(store, chainId), 'chainid'), 'utf8')).trim();
     if (id !== chainId) throw new Error(`snapshot directory collision: ${snapshotDir(store, chainId)} holds ${id}, wanted ${chainId}`);
