@@ -145,7 +145,7 @@ describe('build --push', () => {
       ['type=registry,registry.insecure=true', /registry\.insecure= is not supported: give --insecure-registry HOST/],
       ['type=image,push=maybe', /--output type=image,push=: expected true or false, got "maybe"/],
       ['type=registry,name=UPPER/case', /invalid argument "UPPER\/case" for "--output type=registry,name=" flag/],
-      ['type=local,dest=x', /--output type=local is not supported: use type=oci or type=docker \(an archive\), or type=registry \(push\)/],
+      ['type=tar,dest=x', /--output type=tar is not supported: use type=local \(the files\), type=oci or type=docker \(an archive\), or type=registry \(push\)/],
     ];
     for (const [o, msg] of cases) {
       const r = env.cli(['build', '-o', o, '-t', `${R}/bad:1`, dir]);
