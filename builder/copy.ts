@@ -29,7 +29,7 @@ import zlib from 'node:zlib';
 import { Readable } from 'node:stream';
 import { applyLayer } from '../image/layer-applier.js';
 import { lgetxattr, llistxattr } from '../image/native.js';
-import { PathEscapeError } from '../image/safepath.js';
+import { resolveScoped } from '../image/safepath.js';
 import { LayerPlan, PlanDir, PlanError, PlanInode, planSource, type InodeType, type PlanEntry, type PlanMeta } from './layer-plan.js';
 import { MergedView, components, type Found } from './merged.js';
 import { DirFS, type PathFilter, type SourceFS } from './sourcefs.js';
@@ -248,7 +248,6 @@ function xattrsOf(from: string, type: InodeType | 'dir'): Map<string, Buffer> | 
 
 const display = (comps: readonly string[]) => `/${comps.join('/')}`;
 
-const MAX_SYMLINKS = 255;
 
 /**
  * Builds the LayerPlan of a COPY/ADD: what the layer dir would hold, decided
@@ -314,33 +313,12 @@ class LayerPlanner {
    * as MergedView.resolve does, with the planned layer on top.
    */
   resolve(p: string, followFinal = false): string[] {
-    if (p.includes('\0')) throw new PathEscapeError(`path ${JSON.stringify(p)} contains a NUL byte`);
-    const resolved: string[] = [];
-    let pending = p.split('/');
-    let links = 0;
-    while (pending.length > 0) {
-      const c = pending.shift()!;
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        resolved.pop();
-        continue;
-      }
-      const isFinal = !pending.some((x) => x !== '' && x !== '.');
-      if (isFinal && !followFinal) {
-        resolved.push(c);
-        break;
-      }
-      const f = this.lookup([...resolved, c]);
-      const target = !f ? undefined : 'layer' in f ? (f.layer instanceof PlanInode && f.layer.type === 'symlink' ? f.layer.target : undefined) : f.image.st.isSymbolicLink() ? fs.readlinkSync(f.image.abs) : undefined;
-      if (target !== undefined) {
-        if (++links > MAX_SYMLINKS) throw new PathEscapeError(`path ${JSON.stringify(p)}: too many levels of symbolic links`);
-        if (target.startsWith('/')) resolved.length = 0;
-        pending = [...target.split('/'), ...pending];
-        continue;
-      }
-      resolved.push(c);
-    }
-    return resolved;
+    return resolveScoped(p, followFinal, (comps) => {
+      const f = this.lookup(comps);
+      if (!f) return undefined;
+      if ('layer' in f) return f.layer instanceof PlanInode && f.layer.type === 'symlink' ? f.layer.target : undefined;
+      return f.image.st.isSymbolicLink() ? fs.readlinkSync(f.image.abs) : undefined;
+    });
   }
 
   // ---- Docker's rules

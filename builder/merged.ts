@@ -9,9 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { lgetxattr } from '../image/native.js';
-import { lstatMaybe, PathEscapeError } from '../image/safepath.js';
-
-const MAX_SYMLINKS = 255;
+import { lstatMaybe, resolveScoped } from '../image/safepath.js';
 
 /** Where a path of the merged view lives: the host path in the top-most layer that has it, and its lstat. */
 export interface Found {
@@ -83,33 +81,10 @@ export class MergedView {
    * The final component is followed only with followFinal.
    */
   resolve(p: string, followFinal = false): string[] {
-    if (p.includes('\0')) throw new PathEscapeError(`path ${JSON.stringify(p)} contains a NUL byte`);
-    const resolved: string[] = [];
-    let pending = p.split('/');
-    let links = 0;
-    while (pending.length > 0) {
-      const c = pending.shift()!;
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        resolved.pop();
-        continue;
-      }
-      const isFinal = !pending.some((x) => x !== '' && x !== '.');
-      if (isFinal && !followFinal) {
-        resolved.push(c);
-        break;
-      }
-      const f = this.lookup([...resolved, c]);
-      if (f?.st.isSymbolicLink()) {
-        if (++links > MAX_SYMLINKS) throw new PathEscapeError(`path ${JSON.stringify(p)}: too many levels of symbolic links`);
-        const target = fs.readlinkSync(f.abs);
-        if (target.startsWith('/')) resolved.length = 0;
-        pending = [...target.split('/'), ...pending];
-        continue;
-      }
-      resolved.push(c);
-    }
-    return resolved;
+    return resolveScoped(p, followFinal, (comps) => {
+      const f = this.lookup(comps);
+      return f?.st.isSymbolicLink() ? fs.readlinkSync(f.abs) : undefined;
+    });
   }
 
   /** Kind of the entry at `comps` (no symlinks followed). */

@@ -65,10 +65,34 @@ export interface SecureJoinOptions {
  * both in `unsafe` and in link targets.
  */
 export function secureJoin(root: string, unsafe: string, opts: SecureJoinOptions = {}): string {
-  if (unsafe.includes('\0')) throw new PathEscapeError(`path ${JSON.stringify(unsafe)} contains a NUL byte`);
+  const resolved = resolveScoped(unsafe, !!opts.followFinal, (comps) => {
+    const candidate = path.join(root, ...comps);
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(candidate);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+    }
+    return st?.isSymbolicLink() ? fs.readlinkSync(candidate) : undefined;
+  });
+  return resolved.length === 0 ? root : path.join(root, ...resolved);
+}
+
+/**
+ * The symlink walk of secureJoin over any tree: `p` to components without
+ * symlinks, every link followed inside the root (absolute targets restart at
+ * the root, `..` is clamped at it); the final component only with
+ * followFinal. `linkTarget(components)` gives the target of the symlink at
+ * those components, or undefined when there is none (or nothing). Used for
+ * the host file system (secureJoin), an image's merged layers
+ * (builder/merged.ts) and a COPY's planned layer on top of them (builder/copy.ts).
+ */
+export function resolveScoped(p: string, followFinal: boolean, linkTarget: (components: string[]) => string | undefined): string[] {
+  if (p.includes('\0')) throw new PathEscapeError(`path ${JSON.stringify(p)} contains a NUL byte`);
   const resolved: string[] = [];
   // Pending components, consumed from the front; link targets are spliced in.
-  let pending = unsafe.split('/');
+  let pending = p.split('/');
   let links = 0;
   while (pending.length > 0) {
     const c = pending.shift()!;
@@ -77,29 +101,21 @@ export function secureJoin(root: string, unsafe: string, opts: SecureJoinOptions
       resolved.pop();
       continue;
     }
-    const isFinal = !pending.some((p) => p !== '' && p !== '.');
-    const candidate = path.join(root, ...resolved, c);
-    if (isFinal && !opts.followFinal) {
+    const isFinal = !pending.some((x) => x !== '' && x !== '.');
+    if (isFinal && !followFinal) {
       resolved.push(c);
       break;
     }
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.lstatSync(candidate);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
-    }
-    if (st?.isSymbolicLink()) {
-      if (++links > MAX_SYMLINKS) throw new PathEscapeError(`path ${JSON.stringify(unsafe)}: too many levels of symbolic links`);
-      const target = fs.readlinkSync(candidate);
+    const target = linkTarget([...resolved, c]);
+    if (target !== undefined) {
+      if (++links > MAX_SYMLINKS) throw new PathEscapeError(`path ${JSON.stringify(p)}: too many levels of symbolic links`);
       if (target.startsWith('/')) resolved.length = 0;
       pending = [...target.split('/'), ...pending];
       continue;
     }
     resolved.push(c);
   }
-  return resolved.length === 0 ? root : path.join(root, ...resolved);
+  return resolved;
 }
 
 /**
