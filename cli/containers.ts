@@ -46,13 +46,14 @@ export function containerFilter(specs: string[]): { match(c: ContainerInfo): boo
     if (key === 'exited' && !/^-?\d+$/.test(value)) throw new Error(`invalid filter 'exited=${value}': give an exit code`);
     byKey.set(key, [...(byKey.get(key) ?? []), value]);
   }
-  const nameRes = (byKey.get('name') ?? []).map((v) => {
+  const nameRes = new Map<string, RegExp>();
+  for (const v of byKey.get('name') ?? []) {
     try {
-      return new RegExp(v.replace(/^\//, ''));
+      nameRes.set(v, new RegExp(v.replace(/^\//, '')));
     } catch {
       throw new Error(`invalid filter 'name=${v}': not a regular expression`);
     }
-  });
+  }
   const ancestorMatches = (c: ContainerInfo, v: string): boolean => {
     const img = c.config.ImageName;
     const withTag = (r: string) => (/:[^/]+$/.test(r) || r.includes('@') ? r : `${r}:latest`);
@@ -62,7 +63,7 @@ export function containerFilter(specs: string[]): { match(c: ContainerInfo): boo
   };
   const tests: Record<string, (c: ContainerInfo, v: string) => boolean> = {
     id: (c, v) => c.id.startsWith(v),
-    name: (c, _v) => nameRes.some((re) => re.test(c.config.Name)),
+    name: (c, v) => nameRes.get(v)!.test(c.config.Name),
     status: (c, v) => c.status === v,
     exited: (c, v) => c.status === 'exited' && c.state.ExitCode === Number(v),
     ancestor: ancestorMatches,

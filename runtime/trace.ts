@@ -1,6 +1,7 @@
 // Phase marks for accounting where a command's time goes (`npm run bench run`
 // prints the breakdown). Off unless TSBUILD_TRACE is set; then each mark is
-// one stderr line:
+// one stderr line (for init that is the container's stderr, so a traced -d run
+// has the init marks in its log):
 //
 //   tsbuild-trace <pid> <epoch ms, µs precision> <label>
 //
