@@ -47,6 +47,7 @@ import {
 import { MergedView } from './merged.js';
 import { checkMount, parseDockerfile, parseOnbuildTriggers } from './parser.js';
 import { Progress, type StepHandle } from './progress.js';
+import type { NetworkMode } from '../runtime/spec.js';
 import { mountKey, prepareMounts, runCommand, runCreatedBy, RunError, stepNetwork, type SecretSource } from './run.js';
 import { DirFS, ViewFS, type SourceFS } from './sourcefs.js';
 import { findStage, planStages, type StagePlan } from './stages.js';
@@ -61,6 +62,9 @@ import { needsLookup, resolveOwner, UserError } from './users.js';
  * more on 2 cores), overlapping with walking the tree.
  */
 const LAYER_GZIP_LEVEL = 1;
+
+/** How many RUN steps ahead of the current step a build starts inits for (StageRun.heatUp). */
+const WARM_AHEAD = Number(process.env.TSBUILD_WARM_AHEAD ?? 2);
 /** Bump when the meaning of cache keys or records changes. */
 const CACHE_VERSION = 'tsbuild-cache-1';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
@@ -367,6 +371,24 @@ class Build {
   readonly warnings: string[] = [];
   /** Steps offered by --cache-from images, by cache key. */
   readonly imported = new Map<string, ImportedStep>();
+  /** runtime/step.js, loaded on first use: a fully cached build never starts a container. */
+  private stepModule?: Promise<typeof import('../runtime/step.js')>;
+  private warming: Promise<void>[] = [];
+
+  steps(): Promise<typeof import('../runtime/step.js')> {
+    return (this.stepModule ??= import('../runtime/step.js'));
+  }
+
+  /** Starts an init for a RUN step that is coming (runtime/step.ts warmStep). */
+  warmStep(network: NetworkMode): void {
+    this.warming.push(this.steps().then((m) => m.warmStep(network)).catch(() => {}));
+  }
+
+  /** Ends the inits started for steps that did not need them. */
+  async coolSteps(): Promise<void> {
+    await Promise.all(this.warming.splice(0));
+    if (this.stepModule) await (await this.stepModule).coolSteps().catch(() => {});
+  }
 
   constructor(
     readonly store: Store,
@@ -500,6 +522,14 @@ class StageRun {
   private argOrder: string[] = [];
   private cmdSet = false;
   private stepNo = 0;
+  /** This stage's RUN instructions, for starting their inits ahead (warm). */
+  private runs: RunInstruction[] = [];
+  /** RUN instructions dispatched so far. */
+  private runsPassed = 0;
+  /** Index in runs of the next RUN to start an init for. */
+  private warmNext = 0;
+  /** Set at the first step that runs (or at the start with --no-cache): from then on, later steps will run too. */
+  private hot = false;
   private total: number;
   private readonly name: string;
 
@@ -575,11 +605,34 @@ class StageRun {
       instructions = [...triggers, ...instructions];
       this.total += triggers.length;
     }
+    this.runs = instructions.filter((i): i is RunInstruction => i.kind === 'RUN');
+    if (this.b.opts.noCache) this.heatUp(false);
     for (const ins of instructions) {
       if (this.b.aborted) throw new BuildError('build aborted: another stage failed');
       await this.dispatch(ins);
     }
     return this.state;
+  }
+
+  /**
+   * A step is about to run: the RUN steps after it will most likely run too,
+   * so their inits are started now (up to WARM_AHEAD ahead), and their Node
+   * start overlaps with this step's work instead of adding to it.
+   */
+  private heatUp(currentIsRun: boolean): void {
+    if (!this.hot) {
+      this.hot = true;
+      this.warmNext = Math.max(this.warmNext, this.runsPassed - (currentIsRun ? 1 : 0));
+    }
+    this.warm();
+  }
+
+  private warm(): void {
+    if (!this.hot) return;
+    while (this.warmNext < this.runs.length && this.warmNext - this.runsPassed < WARM_AHEAD) {
+      const ins = this.runs[this.warmNext++]!;
+      if (ins.security !== 'insecure') this.b.warmStep(stepNetwork(ins.network ?? this.b.opts.network ?? 'default'));
+    }
   }
 
   // ------------------------------------------------------------ steps
@@ -617,6 +670,7 @@ class StageRun {
         return;
       }
     }
+    this.heatUp(ins.kind === 'RUN');
     let out: StepOutcome;
     try {
       out = await exec(handle);
@@ -906,6 +960,7 @@ class StageRun {
   }
 
   private async runStep(ins: RunInstruction): Promise<void> {
+    this.runsPassed++;
     if (ins.security === 'insecure') throw new BuildError('RUN --security=insecure is not allowed: tsbuild runs every step sandboxed (remove the flag)', ins.loc);
     const cmd = runCommand(ins, this.shell());
     const { env, declared } = this.runEnv();
@@ -962,8 +1017,8 @@ class StageRun {
           binds.push({ source: host, target: f.target, readonly: true });
         }
         const sink = (b: Buffer) => handle?.output(b);
-        // Loaded on first use: a fully cached build never starts a container.
-        const { runStep } = await import('../runtime/step.js');
+        const { runStep } = await this.b.steps();
+        this.warm(); // the next RUN's init starts while this one runs
         const r = await runStep(store, {
           snapshots: lower,
           args: cmd.args,
@@ -1189,7 +1244,12 @@ export async function build(store: Store, opts: BuildOptions): Promise<BuildResu
       if (steps.size === 0) b.warn(`--cache-from ${ref}: the image has no tsbuild cache keys (it was not built by tsbuild); nothing to reuse`);
       for (const [k, v] of steps) b.imported.set(k, v);
     }
-    const final = await b.run();
+    let final: State;
+    try {
+      final = await b.run();
+    } finally {
+      await b.coolSteps();
+    }
     await b.hasher.save().catch(() => {});
     const unused = [...b.buildArgs.keys()].filter((k) => !b.usedArgs.has(k) && !PROXY_ARGS.includes(k));
     if (unused.length) b.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);

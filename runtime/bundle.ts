@@ -104,6 +104,11 @@ const RUNTIME_MOUNT_POINTS: [string, 'dir' | 'file'][] = [
   ['/etc/resolv.conf', 'file'],
 ];
 
+/** The namespaces a container's init is spawned in for a network mode. */
+export function namespacesFor(network: NetworkMode): number {
+  return CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (network === 'host' ? 0 : CLONE_NEWNET);
+}
+
 /**
  * Creates upper/, work/, rootfs/, init/ and the /etc files in `dir` (which
  * must be under storeRoot, to keep overlay's option string short) and writes
@@ -138,7 +143,7 @@ export async function writeBundle(storeRoot: string, dir: string, o: BundleOptio
     rootfs: rel(path.join(dir, 'rootfs')),
     hostname: o.hostname,
     network: o.network,
-    namespaces: CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (o.network === 'host' ? 0 : CLONE_NEWNET),
+    namespaces: namespacesFor(o.network),
     binds: [
       { source: etc.hostname, target: '/etc/hostname', readonly: false },
       { source: etc.hosts, target: '/etc/hosts', readonly: false },

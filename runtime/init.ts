@@ -4,6 +4,7 @@
 // thereby *becomes* PID 1: no Node process stays behind inside the container.
 //
 //   node init.js <spec.json>        fd 3: status pipe to stage 0
+//   node init.js --standby          the same, the spec path read from fd 3 first
 //
 // Order, and why:
 //  1. PR_SET_PDEATHSIG first: if stage 0 dies, nobody would wait for
@@ -41,7 +42,7 @@ import { runReaper } from './reaper.js';
 import { capMask, dropBoundingSet, setCapabilities } from './capabilities.js';
 import { enterRootfs, makeRootReadonly, mountSpecialFilesystems } from './rootfs.js';
 import { execError, lookPath, resolveUser, StageError } from './exec.js';
-import { STATUS_FD, sendStatus, type InitSpec } from './spec.js';
+import { STANDBY_ARG, STATUS_FD, sendStatus, type InitSpec } from './spec.js';
 import { trace, traceStart } from './trace.js';
 import { openGate, waitGate } from './network/gate.js';
 import { CLONE_FS, CLONE_NEWNS, execve, interfaceUp, setns, unshare, prctl, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, resetSignals, RLIMITS, setCloexec, sethostname, setrlimit, setsid } from './syscalls.js';
@@ -52,7 +53,15 @@ const send = sendStatus;
 
 function main(): void {
   traceStart('init');
-  const specPath = process.argv[2];
+  let specPath = process.argv[2];
+  const standby = specPath === STANDBY_ARG;
+  // A standby (build steps) is never detached: it dies with the builder even while it waits.
+  if (standby) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    specPath = readSpecPath();
+    if (!specPath) process.exit(0); // not needed after all
+    trace('init:spec');
+  }
   if (!specPath) throw new StageError('init: no spec given', 125);
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8')) as InitSpec;
   setCloexec(STATUS_FD);
@@ -168,6 +177,26 @@ function main(): void {
     execve(file, spec.process.args, env);
   } catch (e) {
     throw execError(spec.process.args[0] ?? file, e as NodeJS.ErrnoException);
+  }
+}
+
+/** A standby's spec path: one line on the status socket; '' at EOF. Blocks (the socket is blocking on our side). */
+function readSpecPath(): string {
+  const buf = Buffer.alloc(4096);
+  let got = '';
+  for (;;) {
+    let n: number;
+    try {
+      n = fs.readSync(STATUS_FD, buf, 0, buf.length, null);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINTR' || code === 'EAGAIN') continue;
+      throw e;
+    }
+    if (n === 0) return '';
+    got += buf.toString('utf8', 0, n);
+    const nl = got.indexOf('\n');
+    if (nl !== -1) return got.slice(0, nl);
   }
 }
 

@@ -17,14 +17,18 @@
 // fewer per container (~70-120 ms here). The mount namespace is init's own
 // to create (rootfs.ts): pivot_root must not move us.
 //
+// Standby (build steps): an init can be spawned before its spec exists
+// (spawnStandby) and handed the spec path later over its status socket, so
+// its Node start overlaps with the builder's other work.
+//
 // Status: init's fd 3 (close-on-exec) carries an "error" line when it cannot
 // start the program; EOF without one means the execve succeeded.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs, { promises as fsp, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import { stageScript } from './stages.js';
 import { trace } from './trace.js';
-import { STATUS_FD, readStatusMessages, type InitSpec } from './spec.js';
+import { STANDBY_ARG, STATUS_FD, readStatusMessages, type InitSpec } from './spec.js';
 import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS, setns, unshare } from './syscalls.js';
 
 /** What fds 0-2 of the stages are: pipes to us, inherited, /dev/null, or an fd (a pty slave). */
@@ -96,39 +100,91 @@ function enterChildNamespaces(spec: Pick<InitSpec, 'namespaces' | 'join'>): () =
 
 const NS_FLAG = { uts: CLONE_NEWUTS, ipc: CLONE_NEWIPC, net: CLONE_NEWNET, pid: CLONE_NEWPID } as const;
 
-/**
- * Starts `init.js spec.json` in the container's namespaces with stdio as
- * given for fds 0-2 (fd 3 is always the status pipe) and resolves with the
- * exit code once it is gone.
- */
-export async function launch(
-  specPath: string,
-  stdio: StdioSlot[],
-  hooks: LaunchHooks = {},
-): Promise<Launched> {
-  await fsp.access(stageScript('init'), fsConstants.R_OK);
-  const spec = JSON.parse(await fsp.readFile(specPath, 'utf8')) as InitSpec;
-  const restore = enterChildNamespaces(spec);
-  let child;
+/** A spawned init and how it ended (listeners attached at spawn, so no exit is missed). */
+interface InitProcess {
+  child: ChildProcess;
+  /** Resolves when init is gone and its pipes are closed; rejects when it could not be spawned. */
+  closed: Promise<void>;
+  exit?: { code: number | null; signal: string | null };
+}
+
+function spawnInit(ns: Pick<InitSpec, 'namespaces' | 'join'>, args: string[], stdio: StdioSlot[]): InitProcess {
+  const restore = enterChildNamespaces(ns);
+  let child: ChildProcess;
   try {
     // detached: a session of its own from the first instruction, so a ^C at
     // the terminal reaches only us (we forward it), never half-built init.
-    child = spawn(process.execPath, [stageScript('init'), specPath], { stdio: [...stdio.slice(0, 3), 'pipe'], detached: true });
+    child = spawn(process.execPath, [stageScript('init'), ...args], { stdio: [...stdio.slice(0, 3), 'pipe'], detached: true });
   } finally {
     restore();
   }
   trace('launch:spawned');
-  const pid = child.pid ?? 0;
-  let error: { code: number; message: string } | undefined;
-  let exit: { code: number | null; signal: string | null } | undefined;
-  const closed = new Promise<void>((resolve, reject) => {
+  const p: InitProcess = { child, closed: Promise.resolve() };
+  p.closed = new Promise<void>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       trace('launch:exit');
-      exit = { code, signal };
+      p.exit = { code, signal };
     });
     child.on('close', () => resolve());
   });
+  return p;
+}
+
+/**
+ * An init started ahead of time (a build's next RUN step): Node's start and
+ * module loading, ~75 ms here, overlap with the build's other work. It waits
+ * in its namespaces (pid, uts, ipc and, unless host networking, net) for a
+ * spec path on its status fd (init.ts, STANDBY_ARG), then goes on as a
+ * normal init. launch() takes it when the spec asks for the same namespaces
+ * and stdio; discardStandby() ends one that was not needed.
+ */
+export interface Standby {
+  readonly namespaces: number;
+  readonly stdio: string;
+  readonly proc: InitProcess;
+}
+
+export async function spawnStandby(namespaces: number, stdio: StdioSlot[]): Promise<Standby> {
+  await fsp.access(stageScript('init'), fsConstants.R_OK);
+  const proc = spawnInit({ namespaces }, [STANDBY_ARG], stdio);
+  proc.closed.catch(() => {}); // a failed spawn shows when launch() or discard awaits it
+  return { namespaces, stdio: stdioKey(stdio), proc };
+}
+
+export async function discardStandby(s: Standby): Promise<void> {
+  if (!s.proc.exit) s.proc.child.kill('SIGKILL');
+  await s.proc.closed.catch(() => {});
+}
+
+function stdioKey(stdio: StdioSlot[]): string {
+  return stdio.slice(0, 3).join(',');
+}
+
+/** Whether launch() can hand this spec to the standby. */
+export function standbyFits(s: Standby, spec: Pick<InitSpec, 'namespaces' | 'join'>, stdio: StdioSlot[]): boolean {
+  return !spec.join && s.namespaces === spec.namespaces && s.stdio === stdioKey(stdio) && !s.proc.exit && s.proc.child.pid !== undefined;
+}
+
+/**
+ * Starts `init.js spec.json` in the container's namespaces with stdio as
+ * given for fds 0-2 (fd 3 is always the status pipe) and resolves with the
+ * exit code once it is gone. With a fitting `standby` (spawnStandby), that
+ * init gets the spec instead of a new one being spawned; an unfitting one is
+ * left alone (the caller still owns it).
+ */
+export async function launch(specPath: string, stdio: StdioSlot[], hooks: LaunchHooks = {}, standby?: Standby): Promise<Launched> {
+  await fsp.access(stageScript('init'), fsConstants.R_OK);
+  const spec = JSON.parse(await fsp.readFile(specPath, 'utf8')) as InitSpec;
+  let proc: InitProcess;
+  if (standby && standbyFits(standby, spec, stdio)) {
+    proc = standby.proc;
+    (proc.child.stdio[STATUS_FD] as NodeJS.WritableStream).write(`${specPath}\n`);
+    trace('launch:standby');
+  } else proc = spawnInit(spec, [specPath], stdio);
+  const child = proc.child;
+  const pid = child.pid ?? 0;
+  let error: { code: number; message: string } | undefined;
   if (pid) hooks.onPid?.(pid);
   const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
   readStatusMessages(status, (msg) => {
@@ -142,7 +198,8 @@ export async function launch(
     trace('launch:status-eof');
     if (!error) hooks.onExec?.();
   });
-  const done = closed.then((): LaunchResult => {
+  const done = proc.closed.then((): LaunchResult => {
+    const exit = proc.exit;
     if (error) return { code: error.code, message: error.message };
     if (exit) return { code: exit.signal ? signalExitCode(exit.signal) : (exit.code ?? 125), message: '' };
     return { code: 125, message: 'container runtime failed (init vanished)' };

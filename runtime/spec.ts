@@ -12,6 +12,13 @@ import fs from 'node:fs';
 export const STATUS_FD = 3;
 
 /**
+ * `init.js --standby`: started ahead of need (launch.ts spawnStandby), init
+ * loads its modules, then reads one line from STATUS_FD (a socketpair, so it
+ * carries data both ways): the path of its spec.json. EOF = not needed, exit 0.
+ */
+export const STANDBY_ARG = '--standby';
+
+/**
  * host: the host's network namespace. none: a new one with only `lo`.
  * bridge: a new one that stage 0 connects to bridge networks (runtime/network)
  * while init waits at the gate (netSync) before exec'ing the program.

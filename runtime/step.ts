@@ -13,11 +13,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../image/atomic.js';
 import type { Store } from '../image/store.js';
-import { writeBundle } from './bundle.js';
+import { namespacesFor, writeBundle } from './bundle.js';
 import { effectiveCapNames } from './capabilities.js';
 import { DEFAULT_PATH } from './config.js';
 import { procStartTime } from './container.js';
-import { launch } from './launch.js';
+import { discardStandby, launch, spawnStandby, standbyFits, type Standby } from './launch.js';
 import { gatePath, startContainerNetwork, type ContainerNetwork } from './network/sync.js';
 import type { BindSpec, NetworkMode } from './spec.js';
 
@@ -53,6 +53,48 @@ export interface StepResult {
   upperDir: string;
   /** Removes the step dir. Call after the layer is written. */
   cleanup(): Promise<void>;
+}
+
+// Standbys (launch.ts): inits spawned ahead of the RUN steps that will need
+// them. Steps stream their output to the builder, so all use these stdio slots.
+const STEP_STDIO = ['ignore', 'pipe', 'pipe'] as const;
+const standbys: Promise<Standby | undefined>[] = [];
+
+/**
+ * Starts an init for a coming step with this network mode (the builder calls
+ * this for the next RUN steps that will run). Best effort: a standby that
+ * cannot be started is simply not there, and runStep spawns as usual.
+ */
+export function warmStep(network: NetworkMode = 'none'): void {
+  standbys.push(spawnStandby(namespacesFor(network), [...STEP_STDIO]).catch(() => undefined));
+}
+
+/** Ends the standbys no step took. Call when the build is over. */
+export async function coolSteps(): Promise<void> {
+  const all = await Promise.all(standbys.splice(0));
+  await Promise.all(all.map((s) => s && discardStandby(s)));
+}
+
+/** How many standbys are waiting (tests). */
+export function standbyCount(): number {
+  return standbys.length;
+}
+
+/** A standby that fits these namespaces, taken out of the pool. */
+async function takeStandby(namespaces: number): Promise<Standby | undefined> {
+  for (let i = 0; i < standbys.length; i++) {
+    const p = standbys[i]!;
+    const s = await p;
+    if (!s) {
+      standbys.splice(i--, 1);
+      continue;
+    }
+    if (standbyFits(s, { namespaces }, [...STEP_STDIO])) {
+      standbys.splice(standbys.indexOf(p), 1);
+      return s;
+    }
+  }
+  return undefined;
 }
 
 export function stepsDir(root: string): string {
@@ -115,9 +157,9 @@ export async function runStep(store: Store, o: StepOptions): Promise<StepResult>
       net = await startContainerNetwork(store.root, { containerId: id, name: `step-${id}`, hostname: spec.hostname, dir, networks: [{ network: 'bridge' }] });
     }
     try {
-      const launched = await launch(path.join(dir, 'spec.json'), ['ignore', o.stdout ? 'pipe' : 'inherit', o.stderr ? 'pipe' : 'inherit'], {
-        onPid: (pid) => net?.onPid(pid),
-      });
+      const stdio = ['ignore', o.stdout ? 'pipe' : 'inherit', o.stderr ? 'pipe' : 'inherit'] as const;
+      const standby = o.stdout && o.stderr ? await takeStandby(spec.namespaces) : undefined;
+      const launched = await launch(path.join(dir, 'spec.json'), [...stdio], { onPid: (pid) => net?.onPid(pid) }, standby);
       if (o.stdout) launched.stdout!.on('data', o.stdout);
       if (o.stderr) launched.stderr!.on('data', o.stderr);
       let r = await launched.done;

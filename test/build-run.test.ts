@@ -158,6 +158,29 @@ RUN --mount=type=secret,id=absent echo fine > /optional
     expect(read(root, 'none').trim()).toBe('lo');
     expect(read(root, 'default').trim().split('\n').length).toBeGreaterThan(1);
   });
+
+  it('RUN steps that will run get inits started ahead; a failing step ends the unused ones', () => {
+    // TSBUILD_TRACE marks each launch: "launch:standby" = an init started ahead took the step.
+    const traced = (args: string[]) => env.cli(args, { env: { TSBUILD_TRACE: '1' } });
+    const standbys = (err: string) => err.split('\n').filter((l) => /^tsbuild-trace \d+ \S+ launch:standby$/.test(l)).length;
+    const dir = env.context({ Dockerfile: 'FROM busybox\nRUN --network=none echo a > /a\nRUN --network=host echo b > /b\nRUN --network=none cat /a /b > /c\n' });
+    const cold = traced(['build', '--no-cache', '--progress', 'plain', '-t', 'warm', dir]);
+    expect(cold.code, cold.err).toBe(0);
+    expect(standbys(cold.err)).toBe(3);
+    expect(env.cli(['run', '--rm', '--network', 'none', 'warm', 'cat', '/c']).out).toBe('a\nb\n');
+    // Cached: no step runs, so no init is started at all.
+    const cached = traced(['build', '--progress', 'plain', '-t', 'warm', dir]);
+    expect(cached.code).toBe(0);
+    expect(cached.err).not.toMatch(/launch:spawned/);
+    // The second RUN fails: the build still ends at once (an init left waiting would keep it alive).
+    const bad = env.context({ Dockerfile: 'FROM busybox\nRUN true\nRUN exit 4\nRUN echo never\n' });
+    const t0 = Date.now();
+    const failed = traced(['build', '--no-cache', '--network', 'none', '--progress', 'plain', bad]);
+    expect(failed.code).toBe(1);
+    expect(failed.err).toMatch(/exit code: 4/);
+    expect(failed.err).not.toMatch(/never/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  });
 });
 
 describe('other instructions', () => {

@@ -10,7 +10,7 @@ import { importRootfs } from '../image/import.js';
 import { ensureSnapshots } from '../image/snapshots.js';
 import { writeLayer } from '../image/layer-writer.js';
 import { makeBusyboxRootfs } from '../fixtures/busybox/make-rootfs.js';
-import { pruneSteps, runStep, stepsDir } from '../runtime/step.js';
+import { coolSteps, pruneSteps, runStep, standbyCount, stepsDir, warmStep } from '../runtime/step.js';
 
 const dirs = new TempDirs();
 let root: string;
@@ -124,6 +124,43 @@ describe('runStep', () => {
     expect(r.code).toBe(0);
     expect(o.out()).toBe('eth0\nlo\nhas-route\n');
     expect(links()).toBe(before);
+  });
+
+  it('a step takes a warmed init (standby) of its network mode; coolSteps ends the rest', async () => {
+    // Our children that are standby inits still waiting for a spec.
+    const standbys = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+            return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('--standby');
+          } catch {
+            return false;
+          }
+        }).length;
+    warmStep('none');
+    warmStep('host');
+    warmStep('none');
+    expect(standbyCount()).toBe(3);
+    const o = collect();
+    // host networking: the standby without a net namespace of its own is taken.
+    const r = await runStep(store, { snapshots, args: ['/bin/sh', '-c', 'echo $$; ls /sys/class/net | grep -c .'], env: [], network: 'host', hostname: 'stepbox', stdout: o.sink, stderr: o.sink });
+    await r.cleanup();
+    expect(r.code).toBe(0);
+    const [pid, nics] = o.out().trim().split('\n');
+    expect(pid).toBe('1');
+    expect(Number(nics)).toBeGreaterThan(1); // the host's interfaces, not just lo
+    expect(standbyCount()).toBe(2);
+    // A failing program through a standby reports its code as a fresh init would.
+    const f = await runStep(store, { snapshots, args: ['/nonexistent'], env: [], stdout: () => {}, stderr: () => {} });
+    await f.cleanup();
+    expect(f.code).toBe(127);
+    expect(standbyCount()).toBe(1);
+    expect(standbys()).toBe(1);
+    await coolSteps();
+    expect(standbyCount()).toBe(0);
+    expect(standbys()).toBe(0);
   });
 
   it('prunes step dirs whose owner is gone, keeps live ones', async () => {
