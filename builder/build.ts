@@ -64,7 +64,7 @@ import { needsLookup, resolveOwner, UserError } from './users.js';
 const LAYER_GZIP_LEVEL = 1;
 
 /** How many RUN steps ahead of the current step a build starts inits for (StageRun.heatUp). */
-const WARM_AHEAD = Number(process.env.TSBUILD_WARM_AHEAD ?? 2);
+const WARM_AHEAD = 2;
 /** Bump when the meaning of cache keys or records changes. */
 const CACHE_VERSION = 'tsbuild-cache-1';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
