@@ -982,7 +982,10 @@ class StageRun {
     const mountKeys: unknown[] = [];
     for (const m of mounts) {
       mountKeys.push(mountKey(m, cwd));
-      if (m.type === 'bind') {
+      if (m.type === 'cache' && m.options.from !== undefined) {
+        // A cache seeded from a stage or image: a new base is a new cache.
+        mountKeys.push(await this.fromIdentity(m.options.from, ins.loc));
+      } else if (m.type === 'bind') {
         const id = await this.fromIdentity(m.options.from, ins.loc);
         if (id !== undefined) mountKeys.push(id);
         else {
@@ -1008,6 +1011,7 @@ class StageRun {
           secrets: this.b.opts.secrets ?? new Map(),
           tmpDir: tmp,
           sourceFor: async (from) => (await this.sourceFor(from, ins.loc)).fs,
+          identityOf: (from) => this.fromIdentity(from, ins.loc),
         });
         const binds = [...prepared.binds];
         for (const [i, f] of cmd.files.entries()) {

@@ -103,6 +103,8 @@ export interface MountEnv {
   secrets: Map<string, SecretSource>;
   /** The source of a bind/cache `from=` (or the build context when from is unset). */
   sourceFor(from: string | undefined): Promise<SourceFS>;
+  /** The identity (cache key) of a `from=` stage or image. */
+  identityOf(from: string): Promise<string | undefined>;
   /** Dir for temp copies (inside the store's tmp/). */
   tmpDir: string;
 }
@@ -126,6 +128,61 @@ export function mountKey(m: RunMount, cwd: string): unknown {
   return { type: m.type, options: Object.keys(o).sort().map((k) => [k, o[k]]) };
 }
 
+type CacheSharing = 'shared' | 'private' | 'locked';
+
+/**
+ * The instance of cache `hex` a step mounts, and the lock it holds on it
+ * until the step ends. Instances are dirs <hex>, <hex>-1, <hex>-2... each
+ * with a flock; as BuildKit shares them:
+ *   shared  joins an instance other shared users have (shared flock), else
+ *           the first one nobody holds exclusively;
+ *   private the first instance nobody uses (exclusive flock), else a new one;
+ *   locked  waits for instance 0 (exclusive flock).
+ * Locks die with their process, so a killed build frees its instances.
+ */
+async function cacheInstance(store: Store, hex: string, sharing: CacheSharing): Promise<{ dir: string; lock: FileLock }> {
+  const name = (i: number) => (i ? `${hex}-${i}` : hex);
+  const at = (i: number) => ({ dir: path.join(cacheMountsDir(store.root), name(i)), lockFile: store.lockPath(`cachemount-${name(i)}`) });
+  if (sharing === 'locked') {
+    const { dir, lockFile } = at(0);
+    return { dir, lock: await FileLock.acquire(lockFile, 'exclusive') };
+  }
+  for (let i = 0; i < MAX_CACHE_INSTANCES; i++) {
+    const { dir, lockFile } = at(i);
+    const lock = FileLock.tryAcquire(lockFile, sharing === 'shared' ? 'shared' : 'exclusive');
+    if (lock) return { dir, lock };
+  }
+  throw new RunError(`--mount=type=cache: all ${MAX_CACHE_INSTANCES} instances of this cache are in use`);
+}
+
+const MAX_CACHE_INSTANCES = 256;
+
+/** A new cache dir, complete or not at all: made under a temp name (seeded from `seed`), then renamed into place. */
+async function createCacheDir(store: Store, dir: string, id: string, o: { mode: number; uid: number; gid: number; seed?: { fs: SourceFS; path: string } }): Promise<void> {
+  const tmp = `${dir}.new-${process.pid}-${Date.now()}`;
+  await fsp.mkdir(tmp, { recursive: true, mode: 0o755 });
+  try {
+    if (o.seed) {
+      const comps = o.seed.fs.resolve(o.seed.path, true);
+      const st = o.seed.fs.lstat(comps);
+      if (!st) throw new RunError(`--mount=type=cache: source ${o.seed.path} not found in the ${o.seed.fs.description}`);
+      if (!st.isDirectory()) throw new RunError(`--mount=type=cache: source ${o.seed.path} in the ${o.seed.fs.description} is not a directory`);
+      await copyToLayer(new MergedView([]), tmp, { items: [{ fs: o.seed.fs, path: o.seed.path }], dest: '/', destIsDir: true, parents: false, extractArchives: false, now: Date.now() / 1000, tmpDir: tmp });
+    }
+    await fsp.chmod(tmp, o.mode);
+    await fsp.chown(tmp, o.uid, o.gid);
+    await fsp.writeFile(`${dir}.id`, id);
+    try {
+      await fsp.rename(tmp, dir);
+    } catch (e) {
+      // Another build made it first (two shared users at once): theirs is as good.
+      if (!['EEXIST', 'ENOTEMPTY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    }
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
 export async function prepareMounts(mounts: RunMount[], env: MountEnv): Promise<PreparedMounts> {
   const binds: BindSpec[] = [];
   const tmpfs: string[] = [];
@@ -145,18 +202,20 @@ export async function prepareMounts(mounts: RunMount[], env: MountEnv): Promise<
         case 'cache': {
           const target = absTarget(env.cwd, o.target!);
           const id = o.id || target;
-          const hex = createHash('sha256').update(id).digest('hex').slice(0, 16);
-          const dir = path.join(cacheMountsDir(env.store.root), hex);
+          // from=: the cache starts as a copy of that stage's or image's source= dir; a
+          // different base is a different cache (BuildKit keys it by id and base).
+          const base = o.from !== undefined ? await env.sourceFor(o.from) : undefined;
+          const baseId = o.from !== undefined ? await env.identityOf(o.from) : undefined;
+          const hex = createHash('sha256').update(baseId === undefined ? id : `${id}\0${baseId}`).digest('hex').slice(0, 16);
+          const { dir, lock } = await cacheInstance(env.store, hex, (o.sharing ?? 'shared').toLowerCase() as CacheSharing);
+          releases.push(async () => lock.release());
           if (!fs.existsSync(dir)) {
-            await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-            await fsp.chmod(dir, o.mode ? parseInt(o.mode, 8) : 0o755);
-            await fsp.chown(dir, o.uid ? Number(o.uid) : 0, o.gid ? Number(o.gid) : 0);
-            await fsp.writeFile(path.join(cacheMountsDir(env.store.root), `${hex}.id`), id);
-          }
-          if ((o.sharing ?? 'shared').toLowerCase() === 'locked') {
-            // Held until the step ends: one RUN at a time uses this cache.
-            const lock = await FileLock.acquire(env.store.lockPath(`cachemount-${hex}`), 'exclusive');
-            releases.push(async () => lock.release());
+            await createCacheDir(env.store, dir, id, {
+              mode: o.mode ? parseInt(o.mode, 8) : 0o755,
+              uid: o.uid ? Number(o.uid) : 0,
+              gid: o.gid ? Number(o.gid) : 0,
+              ...(base ? { seed: { fs: base, path: o.source ?? '/' } } : {}),
+            });
           }
           binds.push({ source: dir, target, readonly: boolOpt(o.readonly) });
           break;

@@ -39,6 +39,20 @@ export class FileLock {
     }
   }
 
+  /** One non-blocking attempt: the lock, or undefined when another holder has it in a conflicting mode. */
+  static tryAcquire(file: string, mode: LockMode): FileLock | undefined {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const fd = openSync(file, 'a');
+    try {
+      if (flock(fd, (mode === 'shared' ? LOCK_SH : LOCK_EX) | LOCK_NB)) return new FileLock(fd);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    closeSync(fd);
+    return undefined;
+  }
+
   release(): void {
     if (this.fd === undefined) return;
     try {

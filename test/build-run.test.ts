@@ -123,6 +123,54 @@ RUN --mount=type=cache,target=/var/cache/app --mount=type=tmpfs,target=/scratch 
     expect(r3.cached).toBe(0);
   });
 
+  it('cache sharing: private gives concurrent users their own instance, shared one between them; locked waits', async () => {
+    // Stages a and b run at the same time; each waits (through a shared cache of its
+    // own) until the other has started, then lists what it sees in /c.
+    const dockerfile = (sharing: string, tries: number) => {
+      const stage = (me: string, other: string) => `FROM busybox AS ${me}
+RUN --mount=type=cache,id=sync,target=/sync --mount=type=cache,id=c,target=/c,sharing=${sharing} \\
+    echo ${me} > /c/${me} && touch /sync/${me} && i=0; while [ ! -e /sync/${other} ] && [ $i -lt ${tries} ]; do sleep 0.05; i=$((i+1)); done; \\
+    sleep 0.2; ls /c > /seen
+`;
+      return `${stage('a', 'b')}${stage('b', 'a')}FROM busybox\nCOPY --from=a /seen /a-seen\nCOPY --from=b /seen /b-seen\n`;
+    };
+    const seen = async (sharing: string, tries = 600) => {
+      const { store } = await env.newStore(`cache-${sharing}`);
+      const r = await env.build(env.context({ Dockerfile: dockerfile(sharing, tries) }), { store });
+      const root = await env.rootfs(r.image, store);
+      const dirs = fs.readdirSync(path.join(store.root, 'cachemounts')).filter((n) => !n.endsWith('.id'));
+      return { a: read(root, 'a-seen'), b: read(root, 'b-seen'), instances: dirs.length };
+    };
+    const priv = await seen('private');
+    expect([priv.a, priv.b]).toEqual(['a\n', 'b\n']);
+    expect(priv.instances).toBe(3); // sync, and c twice
+    const shared = await seen('shared');
+    expect([shared.a, shared.b]).toEqual(['a\nb\n', 'a\nb\n']);
+    expect(shared.instances).toBe(2);
+    // locked: the second cannot start while the first holds the cache, so the
+    // first one's wait runs out (2 s) seeing only itself; the second sees both.
+    const locked = await seen('locked', 40);
+    expect([locked.a, locked.b].sort()).toEqual(locked.a.length < locked.b.length ? ['a\n', 'a\nb\n'] : ['a\nb\n', 'b\n']);
+    expect(locked.instances).toBe(2);
+  });
+
+  it('--mount=type=cache,from= starts the cache as a copy of a stage dir', async () => {
+    const dir = env.context({
+      Dockerfile: `FROM busybox AS seed
+RUN mkdir -p /seeddir && echo seeded > /seeddir/s
+FROM busybox
+RUN --mount=type=cache,target=/c,from=seed,source=/seeddir cat /c/s > /got && echo more > /c/m
+RUN --mount=type=cache,target=/c,from=seed,source=/seeddir ls /c > /list
+RUN --mount=type=cache,target=/c ls /c > /plain
+`,
+    });
+    const r = await env.build(dir);
+    const root = await env.rootfs(r.image);
+    expect(read(root, 'got')).toBe('seeded\n');
+    expect(read(root, 'list')).toBe('m\ns\n');
+    expect(read(root, 'plain')).toBe(''); // no from=: another cache, empty
+  });
+
   it('--mount=type=secret: readable during RUN, never in a layer or the history', async () => {
     const secretFile = path.join(env.dirs.make('secret'), 'token');
     fs.writeFileSync(secretFile, 's3cr3t-value');
