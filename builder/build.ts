@@ -32,7 +32,7 @@ import { ParallelGzip } from './compress.js';
 import { cacheKey, FileHashCache, readCache, writeCache, type CachedLayer, type CacheRecord } from './cache.js';
 import type { BuildContext } from './context.js';
 import { copyToLayer, CopyError, parseChmod, planCopy, sourcesDigest, type CopyItem, type LayerPlan } from './copy.js';
-import { envListToVars, expandHeredoc, expandWord, expandWords, type Vars } from './expand.js';
+import { envListToVars, expandDisplay, expandHeredoc, expandWord, expandWords, type Vars } from './expand.js';
 import { DockerIgnore, DockerignoreError } from './dockerignore.js';
 import {
   DockerfileError,
@@ -538,7 +538,13 @@ class StageRun {
     private readonly stage: Stage,
   ) {
     this.name = b.plan.displayName(stage);
-    this.total = stage.instructions.length + 1;
+    this.total = countSteps(stage.instructions) + 1;
+  }
+
+  /** The step's name in the progress view: BuildKit's (the instruction as written, variables expanded). */
+  private display(ins: Instruction): string {
+    const [, kw = '', rest = ''] = /^\s*(\S+)(.*)$/s.exec(ins.original) ?? [];
+    return `${kw.toUpperCase()}${expandDisplay(rest, this.vars(), this.b.esc)}`;
   }
 
   private get cfg(): ContainerConfig {
@@ -603,7 +609,7 @@ class StageRun {
     if (onbuild.length) {
       const triggers = parseOnbuildTriggers(onbuild, ref);
       instructions = [...triggers, ...instructions];
-      this.total += triggers.length;
+      this.total += countSteps(triggers);
     }
     this.runs = instructions.filter((i): i is RunInstruction => i.kind === 'RUN');
     if (this.b.opts.noCache) this.heatUp(false);
@@ -651,10 +657,16 @@ class StageRun {
     display: string | undefined,
     exec: (h: StepHandle | undefined) => Promise<StepOutcome>,
     fixedConfig?: ContainerConfig,
+    contentKey?: () => Promise<unknown[]>,
   ): Promise<void> {
     const k = cacheKey([CACHE_VERSION, this.b.epoch ?? null, ...key]);
+    // contentKey: a second key from the content the step reads (COPY --from), looked up when
+    // the first misses, as BuildKit's content checksums: a source stage that ran again but
+    // holds the same files still hits. Both keys get the record.
+    let k2: string | undefined;
+    const slowKey = async () => (k2 ??= cacheKey([CACHE_VERSION, this.b.epoch ?? null, ...(await contentKey!())]));
     const handle = display !== undefined ? this.b.progress.step(this.label(display)) : undefined;
-    if (display === undefined) this.stepNo++;
+    if (display === undefined && STEP_KINDS.has(ins.kind)) this.stepNo++;
     this.b.counters.steps++;
     const recordKey = fixedConfig ? k : null;
     if (!this.b.opts.noCache) {
@@ -662,6 +674,12 @@ class StageRun {
       if (!rec && fixedConfig) {
         const imp = this.b.imported.get(k);
         if (imp && (!imp.layer || (await this.b.store.hasBlob(imp.layer.digest)))) rec = { v: 1, layer: imp.layer, history: imp.history, config: fixedConfig };
+      }
+      if (!rec && contentKey) {
+        // A source that cannot be read is the step's own error to report, when it runs.
+        const k2now = await slowKey().catch(() => undefined);
+        rec = k2now === undefined ? undefined : await readCache(this.b.store, k2now);
+        if (rec) await writeCache(this.b.store, k, rec);
       }
       if (rec) {
         this.apply(rec, fixedConfig, recordKey);
@@ -681,6 +699,10 @@ class StageRun {
     }
     const rec: CacheRecord = { v: 1, layer: out.layer, history: out.history, config: out.config, ...(out.author !== undefined ? { author: out.author } : {}) };
     await writeCache(this.b.store, k, rec);
+    if (contentKey) {
+      const k2now = await slowKey().catch(() => undefined);
+      if (k2now !== undefined) await writeCache(this.b.store, k2now, rec);
+    }
     this.apply(rec, fixedConfig, recordKey);
     handle?.done();
   }
@@ -895,7 +917,7 @@ class StageRun {
     const key = [this.state.identity, 'WORKDIR', wd, user];
     const after = structuredClone(this.cfg);
     after.WorkingDir = wd;
-    return this.step(ins, key, wd === '/' ? undefined : `WORKDIR ${wd}`, async () => {
+    return this.step(ins, key, wd === '/' ? undefined : this.display(ins), async () => {
       const c = structuredClone(after);
       let layer: CachedLayer | null = null;
       if (wd !== '/') {
@@ -998,7 +1020,7 @@ class StageRun {
     }
     const createdBy = runCreatedBy(cmd.args, declared);
     const key = [this.state.identity, 'RUN', cmd.args, cmd.files, env, user, cwd, network, mountKeys];
-    return this.step(ins, key, `RUN ${shortCommand(ins)}`, async (handle) => {
+    return this.step(ins, key, this.display(ins), async (handle) => {
       const store = this.b.store;
       const lower = await snapshotsOf(store, this.state);
       const tmp = tempDir(store, 'run');
@@ -1124,12 +1146,13 @@ class StageRun {
         throw new BuildError(`${ins.kind} failed: ${(e as Error).message}`, ins.loc);
       }
       const parent = ins.link ? 'link' : this.state.identity;
-      const key = [parent, ins.kind, sources, destRaw, dest, chown ?? '', chmod ?? '', exclude, ins.parents, ins.unpack ?? null, digest, extraDigest];
+      const keyWith = (d: string) => [parent, ins.kind, sources, destRaw, dest, chown ?? '', chmod ?? '', exclude, ins.parents, ins.unpack ?? null, d, extraDigest];
+      const key = keyWith(digest);
       const createdBy = [ins.kind, ...(ins.parents ? ['--parents'] : []), ...(chown !== undefined ? [`--chown=${chown}`] : []), ...(chmod !== undefined ? [`--chmod=${chmod}`] : []), ...sources, ...ins.heredocs.map((h) => `<<${h.name}`), `${destRaw} # buildkit`].join(' ');
       await this.step(
         ins,
         key,
-        `${ins.kind} ${[...sources, ...ins.heredocs.map((h) => `<<${h.name}`)].join(' ')} ${destRaw}`,
+        this.display(ins),
         async () => {
           const src = fromId !== undefined ? (await this.sourceFor(ins.from, ins.loc)).fs : ctxFs;
           const items: CopyItem[] = [...local.map((p) => ({ fs: src, path: p })), ...extra];
@@ -1163,6 +1186,13 @@ class StageRun {
           return { layer, history: this.history(createdBy, layer !== null), config: structuredClone(this.cfg) };
         },
         structuredClone(this.cfg),
+        // From a stage or image: also keyed by the content of what is copied.
+        fromId === undefined
+          ? undefined
+          : async () => {
+              const src = (await this.sourceFor(ins.from, ins.loc)).fs;
+              return keyWith(`content ${await sourcesDigest(local.map((p) => ({ fs: src, path: p })), excludeFilter, this.b.hasher, () => undefined)}`);
+            },
       );
     } finally {
       await removeTemp(tmp);
@@ -1179,9 +1209,14 @@ function resolveOwnerAt(spec: string, view: MergedView, loc: Location): { uid: n
   }
 }
 
-function shortCommand(ins: RunInstruction): string {
-  const text = ins.command.form === 'exec' ? JSON.stringify(ins.command.argv) : ins.command.command;
-  return text.replace(/\s+/g, ' ').trim();
+/**
+ * The instructions BuildKit numbers in its progress view ([stage 2/5]): the
+ * ones that change the filesystem; FROM is 1, metadata steps get no number.
+ */
+const STEP_KINDS = new Set<Instruction['kind']>(['RUN', 'COPY', 'ADD', 'WORKDIR']);
+
+function countSteps(instructions: readonly Instruction[]): number {
+  return instructions.filter((i) => STEP_KINDS.has(i.kind)).length;
 }
 
 function toBuildError(e: unknown, ins: Instruction): Error {

@@ -404,6 +404,19 @@ export function expandPairs(
 }
 
 /**
+ * A step's name in the progress view, as BuildKit shows it: the instruction
+ * as written, the variables that are set expanded; quotes, escapes of unset
+ * variables and whitespace left as they are (BuildKit's SkipUnsetEnv + RawQuotes).
+ */
+export function expandDisplay(text: string, vars: Vars, escapeChar = '\\'): string {
+  try {
+    return run(text, vars, { escapeChar, rawQuotes: true, skipUnset: true }).word;
+  } catch {
+    return text;
+  }
+}
+
+/**
  * A heredoc body whose delimiter was not quoted (COPY/ADD `<<EOF`): `$v` and
  * `${...}` are expanded and the escape `\` works, but quotes are ordinary
  * characters (BuildKit expands these with SkipProcessQuotes and always `\`).

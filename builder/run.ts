@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { BindSpec, NetworkMode } from '../runtime/spec.js';
 import { FileLock } from '../image/lock.js';
 import type { Store } from '../image/store.js';
@@ -159,7 +159,7 @@ const MAX_CACHE_INSTANCES = 256;
 
 /** A new cache dir, complete or not at all: made under a temp name (seeded from `seed`), then renamed into place. */
 async function createCacheDir(store: Store, dir: string, id: string, o: { mode: number; uid: number; gid: number; seed?: { fs: SourceFS; path: string } }): Promise<void> {
-  const tmp = `${dir}.new-${process.pid}-${Date.now()}`;
+  const tmp = `${dir}.new-${randomBytes(6).toString('hex')}`;
   await fsp.mkdir(tmp, { recursive: true, mode: 0o755 });
   try {
     if (o.seed) {

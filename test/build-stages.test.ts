@@ -32,8 +32,8 @@ CMD ["cat", "/base"]
     const r = await env.build(dir);
     expect(r.log).not.toMatch(/must not run/);
     expect(r.log).not.toMatch(/echo test/);
-    expect(r.log).toMatch(/\[base 3\/3\] RUN echo base > \/base/);
-    expect(r.log).toMatch(/\[final 2\/3\] COPY \/base \/base/);
+    expect(r.log).toMatch(/\[base 2\/2\] RUN echo base > \/base/);
+    expect(r.log).toMatch(/\[final 2\/2\] COPY --from=base \/base \/base/);
     const root = await env.rootfs(r.image);
     expect(read(root, 'base')).toBe('base\n');
     expect(r.image.config.config!.Cmd).toEqual(['cat', '/base']);
@@ -83,5 +83,29 @@ RUN cat /v > /chosen
     const r2 = await env.build(dir, { buildArgs: { VARIANT: 'two' } });
     expect(read(await env.rootfs(r2.image), 'chosen')).toBe('two\n');
     expect(r2.log).not.toMatch(/echo one/);
+  });
+
+  it('COPY --from is cached by what it copies: a source stage that ran again with the same files still hits', async () => {
+    const dir = env.context({
+      Dockerfile: `FROM busybox AS gen
+ARG V=1
+ARG OUT=same
+RUN echo $V > /other && echo $OUT > /out
+FROM busybox
+COPY --from=gen /out /out
+RUN cat /out > /copy
+`,
+    });
+    const r1 = await env.build(dir);
+    // V changes: gen's RUN runs again, /out is the same, so the COPY and the RUN after it are cached.
+    const r2 = await env.build(dir, { buildArgs: { V: '2' } });
+    expect(r2.log).toMatch(/RUN echo 2 > \/other[^\n]*\n#\d+ DONE/);
+    expect(r2.log).toMatch(/COPY --from=gen \/out \/out\n#\d+ CACHED/);
+    expect(r2.log).toMatch(/RUN cat \/out > \/copy\n#\d+ CACHED/);
+    expect(r2.image.layers.map((l) => l.descriptor.digest)).toEqual(r1.image.layers.map((l) => l.descriptor.digest));
+    // /out changes: the COPY runs.
+    const r3 = await env.build(dir, { buildArgs: { V: '2', OUT: 'changed' } });
+    expect(r3.log).toMatch(/COPY --from=gen \/out \/out\n#\d+ DONE/);
+    expect(read(await env.rootfs(r3.image), 'copy')).toBe('changed\n');
   });
 });
