@@ -16,7 +16,7 @@ import type { Store } from '../image/store.js';
 import type { PushOptions, PushResult } from '../registry/push.js';
 
 /** An archive to write, or where the image goes (the store always; a registry with push). */
-type OutputSpec = { type: 'oci' | 'docker' | 'local'; dest: string } | { type: 'image'; push: boolean; name?: string };
+type OutputSpec = { type: 'oci' | 'docker' | 'local' | 'tar'; dest: string } | { type: 'image'; push: boolean; name?: string };
 
 const IMAGE_KEYS = ['type', 'name', 'push'];
 
@@ -31,7 +31,7 @@ function parseOutput(v: string): OutputSpec {
   const o: Record<string, string> = {};
   if (!v.includes('=')) {
     // BuildKit's shorthand: a bare path is the local exporter; "-" a tar of the files on stdout.
-    if (v === '-') throw new UsageError('--output -: a tar of the build result on stdout (type=tar) is not supported: give a directory (-o DIR) or type=oci|docker,dest=-');
+    if (v === '-') return { type: 'tar', dest: '-' };
     return localOutput(v);
   }
   for (const part of v.split(',')) {
@@ -54,8 +54,9 @@ function parseOutput(v: string): OutputSpec {
     if (!o.dest || o.dest === '-') throw new UsageError('--output type=local needs dest=DIR (a directory)');
     return localOutput(o.dest);
   }
-  if (type !== 'oci' && type !== 'docker') throw new UsageError(`--output type=${type} is not supported: use type=local (the files), type=oci or type=docker (an archive), or type=registry (push)`);
+  if (type !== 'oci' && type !== 'docker' && type !== 'tar') throw new UsageError(`--output type=${type} is not supported: use type=local (the files), type=tar (the files as one tar), type=oci or type=docker (an archive), or type=registry (push)`);
   if (!o.dest) throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
+  if (o.dest !== '-' && fs.statSync(o.dest, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output type=${type}: ${o.dest} is a directory: give a file name (dest=FILE)`);
   return { type, dest: o.dest };
 }
 
@@ -148,7 +149,7 @@ export const buildCommand: Command = {
     { name: 'progress', type: 'string', description: 'Set type of progress output (auto, plain, tty, quiet)', default: 'auto' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Suppress the build output and print image ID on success' },
     { name: 'iidfile', type: 'string', description: 'Write the image ID to a file' },
-    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=local,dest=DIR" or just DIR, "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
+    { name: 'output', short: 'o', type: 'list', description: 'Output destination (format: "type=local,dest=DIR" or just DIR, "type=tar,dest=FILE" or "-" for a tar of the files on stdout, "type=oci|docker,dest=FILE", "type=registry[,name=NAME]", "type=image[,push=true]")' },
     { name: 'report', type: 'string', description: 'After the build, print the image report (text, or json on stdout)', arg: 'format' },
     { name: 'push', type: 'bool', description: 'Shorthand for "--output=type=registry": push every -t tag to its registry after the build' },
     ...transportFlags.map((f) => ({ ...f, description: `${f.description} (base image pulls and --push)` })),
@@ -204,6 +205,10 @@ export const buildCommand: Command = {
     if (report !== undefined && report !== 'text' && report !== 'json') throw new UsageError(`invalid --report ${JSON.stringify(report)}: use text or json`);
     if (report !== undefined && (quiet || archives.some((o) => o.dest === '-'))) throw new UsageError('--report writes to stdout: it cannot be combined with -q or --output dest=-');
     if (archives.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout');
+    const toStdout = archives.find((o) => o.dest === '-');
+    if (toStdout && (ctx.stdout as { isTTY?: boolean }).isTTY) {
+      throw new UsageError(`--output type=${toStdout.type},dest=-: refusing to write an archive to the terminal: redirect stdout (> out.tar) or give dest=FILE`);
+    }
     const sdeEnv = process.env.SOURCE_DATE_EPOCH;
     let sourceDateEpoch: number | undefined;
     if (sdeEnv !== undefined && sdeEnv !== '') {
@@ -252,11 +257,16 @@ export const buildCommand: Command = {
       await context.cleanup();
     }
     const id = result.image.id;
-    const { saveImages } = archives.some((o) => o.type !== 'local') ? await import('../image/archive.js') : { saveImages: undefined };
+    const { saveImages } = archives.some((o) => o.type === 'oci' || o.type === 'docker') ? await import('../image/archive.js') : { saveImages: undefined };
     for (const o of archives) {
       if (o.type === 'local') {
         const { exportRootfs } = await import('../image/export-rootfs.js');
         await exportRootfs(store, result.image, o.dest);
+        continue;
+      }
+      if (o.type === 'tar') {
+        const { exportRootfsTar } = await import('../image/export-rootfs.js');
+        await exportRootfsTar(store, result.image, o.dest === '-' ? (ctx.stdout as unknown as Writable) : o.dest);
         continue;
       }
       const refs = result.tags.length ? result.tags : [id];

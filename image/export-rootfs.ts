@@ -4,10 +4,18 @@
 // to the client. The layers go through the same applier as pulls and
 // snapshots (layer-applier.ts): nothing in a layer can write outside DIR or
 // through a symlink it planted.
-import { promises as fsp } from 'node:fs';
+//
+// `--output type=tar` (and `-o -`): the same files as one tar, written by the
+// layer writer's directory walk (layer-writer.ts tarDirectory) from such an
+// export in the store's tmp/; a file dest appears only once complete.
+import { randomBytes } from 'node:crypto';
+import fs, { promises as fsp } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Digest } from './digest.js';
 import type { StoredImage } from './images.js';
 import { applyLayer } from './layer-applier.js';
+import { tarDirectory } from './layer-writer.js';
 import { lstatMaybe } from './safepath.js';
 import type { Store } from './store.js';
 
@@ -29,4 +37,23 @@ export async function exportRootfs(store: Store, image: StoredImage, dest: strin
     throw e;
   }
   return { layers: image.layers.length, entries };
+}
+
+/** The image's files as one tar, to a file (written under a temp name, then renamed) or a stream left open. */
+export async function exportRootfsTar(store: Store, image: StoredImage, out: string | Writable): Promise<void> {
+  const tmp = store.tmpPath('export-tar');
+  const file = typeof out === 'string' ? `${out}.tsbuild-${randomBytes(4).toString('hex')}` : undefined;
+  try {
+    await exportRootfs(store, image, tmp);
+    const tar = tarDirectory(tmp, { mode: 'dir' });
+    if (file !== undefined) {
+      await pipeline(tar, fs.createWriteStream(file, { mode: 0o644 }));
+      await fsp.rename(file, out as string);
+    } else {
+      await pipeline(tar, out as Writable, { end: false });
+    }
+  } finally {
+    if (file !== undefined) await fsp.rm(file, { force: true });
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
 }

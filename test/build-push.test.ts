@@ -145,7 +145,8 @@ describe('build --push', () => {
       ['type=registry,registry.insecure=true', /registry\.insecure= is not supported: give --insecure-registry HOST/],
       ['type=image,push=maybe', /--output type=image,push=: expected true or false, got "maybe"/],
       ['type=registry,name=UPPER/case', /invalid argument "UPPER\/case" for "--output type=registry,name=" flag/],
-      ['type=tar,dest=x', /--output type=tar is not supported: use type=local \(the files\), type=oci or type=docker \(an archive\), or type=registry \(push\)/],
+      ['type=zip,dest=x', /--output type=zip is not supported: use type=local \(the files\), type=tar \(the files as one tar\), type=oci or type=docker \(an archive\), or type=registry \(push\)/],
+      ['type=tar', /--output type=tar needs dest=FILE \(or dest=- for stdout\)/],
     ];
     for (const [o, msg] of cases) {
       const r = env.cli(['build', '-o', o, '-t', `${R}/bad:1`, dir]);
