@@ -1,6 +1,7 @@
 // `tsbuild build` (and its short form `tsbuild -t app .`): flags and output
 // only; builder/build.ts does the work.
 import fs, { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { bool, list, str, UsageError } from './args.js';
 import { type Command } from './command.js';
@@ -56,7 +57,12 @@ function parseOutput(v: string): OutputSpec {
   }
   if (type !== 'oci' && type !== 'docker' && type !== 'tar') throw new UsageError(`--output type=${type} is not supported: use type=local (the files), type=tar (the files as one tar), type=oci or type=docker (an archive), or type=registry (push)`);
   if (!o.dest) throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
-  if (o.dest !== '-' && fs.statSync(o.dest, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output type=${type}: ${o.dest} is a directory: give a file name (dest=FILE)`);
+  if (o.dest !== '-') {
+    // Checked before building: the archive is written after it.
+    if (fs.statSync(o.dest, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output type=${type}: ${o.dest} is a directory: give a file name (dest=FILE)`);
+    const parent = path.dirname(path.resolve(o.dest));
+    if (!fs.statSync(parent, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--output type=${type}: directory ${parent} does not exist: create it first`);
+  }
   return { type, dest: o.dest };
 }
 

@@ -169,19 +169,25 @@ export function standbyFits(s: Standby, spec: Pick<InitSpec, 'namespaces' | 'joi
 /**
  * Starts `init.js spec.json` in the container's namespaces with stdio as
  * given for fds 0-2 (fd 3 is always the status pipe) and resolves with the
- * exit code once it is gone. With a fitting `standby` (spawnStandby), that
- * init gets the spec instead of a new one being spawned; an unfitting one is
- * left alone (the caller still owns it).
+ * exit code once it is gone. A `standby` (spawnStandby) is ours from here:
+ * when it fits, it gets the spec instead of a new init being spawned; when
+ * it does not, or we fail before handing it over, it is discarded (a waiting
+ * init would otherwise keep the caller's process alive).
  */
 export async function launch(specPath: string, stdio: StdioSlot[], hooks: LaunchHooks = {}, standby?: Standby): Promise<Launched> {
-  await fsp.access(stageScript('init'), fsConstants.R_OK);
-  const spec = JSON.parse(await fsp.readFile(specPath, 'utf8')) as InitSpec;
   let proc: InitProcess;
-  if (standby && standbyFits(standby, spec, stdio)) {
-    proc = standby.proc;
-    (proc.child.stdio[STATUS_FD] as NodeJS.WritableStream).write(`${specPath}\n`);
-    trace('launch:standby');
-  } else proc = spawnInit(spec, [specPath], stdio);
+  try {
+    await fsp.access(stageScript('init'), fsConstants.R_OK);
+    const spec = JSON.parse(await fsp.readFile(specPath, 'utf8')) as InitSpec;
+    if (standby && standbyFits(standby, spec, stdio)) {
+      proc = standby.proc;
+      standby = undefined;
+      (proc.child.stdio[STATUS_FD] as NodeJS.WritableStream).write(`${specPath}\n`);
+      trace('launch:standby');
+    } else proc = spawnInit(spec, [specPath], stdio);
+  } finally {
+    if (standby) void discardStandby(standby);
+  }
   const child = proc.child;
   const pid = child.pid ?? 0;
   let error: { code: number; message: string } | undefined;

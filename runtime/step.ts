@@ -82,15 +82,15 @@ export function standbyCount(): number {
 
 /** A standby that fits these namespaces, taken out of the pool. */
 async function takeStandby(namespaces: number): Promise<Standby | undefined> {
-  for (let i = 0; i < standbys.length; i++) {
-    const p = standbys[i]!;
+  // Over a copy, by identity: other steps (concurrent stages) take from the pool while we await.
+  for (const p of [...standbys]) {
     const s = await p;
+    const i = standbys.indexOf(p);
+    if (i < 0) continue; // taken meanwhile
     if (!s) {
-      standbys.splice(i--, 1);
-      continue;
-    }
-    if (standbyFits(s, { namespaces }, [...STEP_STDIO])) {
-      standbys.splice(standbys.indexOf(p), 1);
+      standbys.splice(i, 1); // could not be started
+    } else if (standbyFits(s, { namespaces }, [...STEP_STDIO])) {
+      standbys.splice(i, 1);
       return s;
     }
   }

@@ -60,6 +60,9 @@ describe('tsbuild build', () => {
     const bad = env.cli(['build', '-o', `type=tar,dest=${out}`, dir]);
     expect(bad.code).toBe(125);
     expect(bad.err).toContain(`--output type=tar: ${out} is a directory: give a file name (dest=FILE)`);
+    const noParent = env.cli(['build', '-o', `type=oci,dest=${out}/missing/oci.tar`, dir]);
+    expect(noParent.code).toBe(125);
+    expect(noParent.err).toContain(`--output type=oci: directory ${out}/missing does not exist: create it first`);
   });
 
   it('--output type=tar,dest=FILE and -o - write the files of the result as one tar', () => {

@@ -312,29 +312,18 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
     const up = http.request({ host: '127.0.0.1', port: targetPort, method, path: url, headers }, (ur) => {
       entry.status = ur.statusCode ?? 0;
       res.writeHead(ur.statusCode ?? 502, ur.headers);
-      if (action?.kind === 'drop') {
+      if (action?.kind === 'drop' || action?.kind === 'stall') {
+        // Pass afterBytes through, then stop: drop cuts the connection, stall leaves it open and silent.
         let sent = 0;
         ur.on('data', (c: Buffer) => {
           if (sent >= action.afterBytes) return;
           const part = c.subarray(0, action.afterBytes - sent);
           sent += part.length;
           res.write(part);
-          if (sent >= action.afterBytes) {
-            ur.destroy();
-            // Let the bytes reach the client, then cut the connection.
-            setTimeout(() => res.socket?.destroy(), 20);
-          }
-        });
-        return;
-      }
-      if (action?.kind === 'stall') {
-        let sent = 0;
-        ur.on('data', (c: Buffer) => {
-          if (sent >= action.afterBytes) return;
-          const part = c.subarray(0, action.afterBytes - sent);
-          sent += part.length;
-          res.write(part);
-          if (sent >= action.afterBytes) ur.destroy();
+          if (sent < action.afterBytes) return;
+          ur.destroy();
+          // Let the bytes reach the client, then cut the connection.
+          if (action.kind === 'drop') setTimeout(() => res.socket?.destroy(), 20);
         });
         return;
       }
